@@ -1,0 +1,89 @@
+"""The Celery app shared by every worker and service.
+
+Queues are named by purpose. Tasks that read a drive's bytes go to the queue
+of the host where the drive is mounted (``drive.<host>``), so drives mounted
+on several machines each get a worker that can reach them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import structlog
+from celery import Celery, signals
+from kombu import Queue
+
+from core.settings import get_settings
+
+QUEUE_DEFAULT = "default"
+QUEUE_EVENTS = "events"
+QUEUE_EXPORTS = "exports"
+
+
+def drive_queue(host: str) -> str:
+    return f"drive.{host}"
+
+
+def broker_url() -> str:
+    settings = get_settings()
+    if settings.redis_url:
+        return settings.redis_url
+    socket_file = settings.data_dir / "redis" / "redis.sock"
+    return f"redis+socket://{socket_file}"
+
+
+def redis_client_url() -> str:
+    """Return the broker URL in the form redis-py's ``from_url`` accepts."""
+    url = broker_url()
+    if url.startswith("redis+socket://"):
+        return "unix://" + url[len("redis+socket://") :]
+    return url
+
+
+def create_celery() -> Celery:
+    settings = get_settings()
+    app = Celery("archive", broker=broker_url(), backend=broker_url())
+    app.conf.update(
+        task_default_queue=QUEUE_DEFAULT,
+        task_queues=[
+            Queue(QUEUE_DEFAULT),
+            Queue(QUEUE_EVENTS),
+            Queue(QUEUE_EXPORTS),
+            Queue(drive_queue(settings.drive_host)),
+        ],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_expires=3600,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            # A task of a killed worker is handed out again after this long;
+            # long tasks also keep a heartbeat row, so a second copy that
+            # arrives while the first still runs returns at once.
+            "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", 600)),
+        },
+        beat_schedule={
+            "relay-outboxes": {"task": "outbox.relay_all", "schedule": 5.0},
+            "recover-stalled-scans": {"task": "scans.recover_stalled", "schedule": 30.0},
+        },
+        include=["workers.tasks"],
+    )
+    return app
+
+
+@signals.task_prerun.connect
+def _bind_task_context(task_id=None, task=None, **_):
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(task_id=task_id, task_name=task.name)
+
+
+@signals.task_postrun.connect
+def _clear_task_context(**_):
+    structlog.contextvars.clear_contextvars()
+
+
+celery_app = create_celery()

@@ -1,0 +1,119 @@
+"""One JSON error shape for every service.
+
+Every error response body is ``{"error": {"code", "message", "fields"}}``;
+``fields`` maps a request field to its problems when validation failed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, fields: dict | None = None, **extra):
+        super().__init__(message)
+        self.message = message
+        self.fields = fields or {}
+        self.extra = extra
+
+
+class ValidationError(ApiError):
+    status = 422
+    code = "invalid"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
+class Gone(ApiError):
+    status = 410
+    code = "gone"
+
+
+class DriveOffline(ApiError):
+    status = 409
+    code = "drive_offline"
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    code = "unavailable"
+
+
+def error_body(code: str, message: str, fields: dict | None = None, **extra):
+    body = {"code": code, "message": message}
+    if fields:
+        body["fields"] = fields
+    body.update(extra)
+    return {"error": body}
+
+
+def _marshmallow_fields(messages) -> dict:
+    """Flatten flask-smorest's ``{location: {field: [msgs]}}`` into one map."""
+    fields = {}
+    if isinstance(messages, dict):
+        for location, value in messages.items():
+            if isinstance(value, dict):
+                for field, problems in value.items():
+                    fields[field] = problems
+            else:
+                fields[location] = value
+    return fields
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def handle_api_error(error: ApiError):
+        body = error_body(error.code, error.message, error.fields, **error.extra)
+        return jsonify(body), error.status
+
+    @app.errorhandler(HTTPException)
+    def handle_http_error(error: HTTPException):
+        fields = {}
+        data = getattr(error, "data", None)
+        if isinstance(data, dict) and "messages" in data:
+            fields = _marshmallow_fields(data["messages"])
+        code = (error.name or "error").lower().replace(" ", "_")
+        message = error.description or error.name
+        if fields:
+            problems = "; ".join(f"{name}: {value}" for name, value in fields.items())
+            message = f"invalid request: {problems}"
+        return jsonify(error_body(code, message, fields)), error.code
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(DBAPIError)
+    def handle_database_error(error):
+        log.warning("database unavailable: %s", type(error).__name__)
+        body = error_body("unavailable", "the database is unavailable; retry shortly")
+        return jsonify(body), 503
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(error):
+        log.exception("unhandled error")
+        return jsonify(error_body("internal", "internal server error")), 500

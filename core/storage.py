@@ -1,0 +1,267 @@
+"""Object storage for renditions and exports, behind one interface.
+
+Two backends raise the same errors: ``ObjectNotFound`` for a missing key and
+``StorageError`` for anything else. ``LocalStore`` keeps objects in a folder
+(the embedded default); ``S3Store`` talks to MinIO or any S3-compatible
+server through the ``minio`` client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from core.settings import Settings, get_settings
+
+
+class StorageError(Exception):
+    """The object store failed for a reason other than a missing key."""
+
+
+class ObjectNotFound(StorageError, FileNotFoundError):
+    """No object exists under the key."""
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise StorageError(f"invalid object key {key!r}")
+    return key
+
+
+class ObjectStore:
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        self.put_stream(key, io.BytesIO(data), content_type, length=len(data))
+
+    def put_stream(
+        self, key: str, stream: BinaryIO, content_type: str, length: int = -1
+    ) -> None:
+        raise NotImplementedError
+
+    def get_bytes(self, key: str) -> bytes:
+        return b"".join(self.iter_chunks(key))
+
+    def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def size(self, key: str) -> int:
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def presigned_get(self, key: str, expires: timedelta) -> str | None:
+        """Return a time-limited URL, or None when the backend cannot make one."""
+        return None
+
+
+class LocalStore(ObjectStore):
+    """Objects as files under one folder; writes are atomic (temp + rename)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def put_stream(self, key, stream, content_type, length=-1):
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+            with os.fdopen(fd, "wb") as out:
+                while True:
+                    chunk = stream.read(1 << 20)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+            os.replace(tmp, path)
+        except OSError as error:
+            raise StorageError(f"failed to write object {key!r}: {error}") from error
+
+    def iter_chunks(self, key, chunk_size=1 << 20):
+        path = self._path(key)
+        try:
+            handle = open(path, "rb")
+        except FileNotFoundError:
+            raise ObjectNotFound(f"object {key!r} not found") from None
+        except OSError as error:
+            raise StorageError(f"failed to read object {key!r}: {error}") from error
+        with handle:
+            while chunk := handle.read(chunk_size):
+                yield chunk
+
+    def exists(self, key):
+        return self._path(key).is_file()
+
+    def size(self, key):
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise ObjectNotFound(f"object {key!r} not found") from None
+
+    def delete(self, key):
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            raise StorageError(f"failed to delete object {key!r}: {error}") from error
+
+
+class S3Store(ObjectStore):
+    """MinIO / S3 backend through the ``minio`` client."""
+
+    PART_SIZE = 16 * 1024 * 1024
+
+    def __init__(self, endpoint, access_key, secret_key, bucket, secure=False):
+        from minio import Minio
+
+        self.client = Minio(
+            endpoint, access_key=access_key, secret_key=secret_key, secure=secure
+        )
+        self.bucket = bucket
+        self._bucket_checked = False
+
+    def _ensure_bucket(self):
+        from minio.error import S3Error
+
+        if self._bucket_checked:
+            return
+        try:
+            if not self.client.bucket_exists(self.bucket):
+                self.client.make_bucket(self.bucket)
+        except S3Error as error:
+            if error.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise StorageError(f"bucket {self.bucket!r}: {error.code}") from error
+        self._bucket_checked = True
+
+    def _wrap(self, key, error):
+        from minio.error import S3Error
+
+        if isinstance(error, S3Error) and error.code in ("NoSuchKey", "NoSuchObject"):
+            return ObjectNotFound(f"object {key!r} not found")
+        return StorageError(f"object store failed on {key!r}: {error}")
+
+    def put_stream(self, key, stream, content_type, length=-1):
+        _check_key(key)
+        try:
+            self._ensure_bucket()
+            part_size = self.PART_SIZE if length < 0 else 0
+            self.client.put_object(
+                self.bucket,
+                key,
+                stream,
+                length,
+                content_type=content_type,
+                part_size=part_size,
+            )
+        except StorageError:
+            raise
+        except Exception as error:
+            raise self._wrap(key, error) from error
+
+    def iter_chunks(self, key, chunk_size=1 << 20):
+        _check_key(key)
+        try:
+            self._ensure_bucket()
+            response = self.client.get_object(self.bucket, key)
+        except StorageError:
+            raise
+        except Exception as error:
+            raise self._wrap(key, error) from error
+        try:
+            yield from response.stream(chunk_size)
+        finally:
+            response.close()
+            response.release_conn()
+
+    def _stat(self, key):
+        _check_key(key)
+        try:
+            self._ensure_bucket()
+            return self.client.stat_object(self.bucket, key)
+        except StorageError:
+            raise
+        except Exception as error:
+            raise self._wrap(key, error) from error
+
+    def exists(self, key):
+        try:
+            self._stat(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def size(self, key):
+        return self._stat(key).size
+
+    def delete(self, key):
+        _check_key(key)
+        try:
+            self._ensure_bucket()
+            self.client.remove_object(self.bucket, key)
+        except Exception as error:
+            raise self._wrap(key, error) from error
+
+    def presigned_get(self, key, expires):
+        _check_key(key)
+        return self.client.presigned_get_object(self.bucket, key, expires=expires)
+
+
+def build_store(settings: Settings | None = None) -> ObjectStore:
+    settings = settings or get_settings()
+    if settings.object_store == "s3":
+        missing = [
+            name
+            for name, value in (
+                ("S3_ENDPOINT", settings.s3_endpoint),
+                ("S3_ACCESS_KEY", settings.s3_access_key),
+                ("S3_SECRET_KEY", settings.s3_secret_key),
+            )
+            if not value
+        ]
+        if missing:
+            from core.settings import SettingsError
+
+            raise SettingsError(
+                f"OBJECT_STORE=s3 requires {', '.join(missing)} to be set"
+            )
+        return S3Store(
+            settings.s3_endpoint,
+            settings.s3_access_key,
+            settings.s3_secret_key,
+            settings.s3_bucket,
+            settings.s3_secure,
+        )
+    return LocalStore(settings.data_dir / "objects")
+
+
+_store: ObjectStore | None = None
+
+
+def get_store() -> ObjectStore:
+    global _store
+    if _store is None:
+        _store = build_store()
+    return _store
+
+
+def reset_store() -> None:
+    global _store
+    _store = None
+
+
+def content_key(prefix: str, data: bytes, suffix: str) -> str:
+    """Return a content-addressed key such as ``thumbs/ab/abcdef....webp``."""
+    digest = hashlib.sha256(data).hexdigest()
+    return f"{prefix}/{digest[:2]}/{digest}{suffix}"

@@ -1,0 +1,1 @@
+"""The catalog service: organizations, members, drives, files and scans."""

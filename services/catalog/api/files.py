@@ -1,0 +1,179 @@
+"""File search, details, renditions and duplicates."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Response, stream_with_context
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from sqlalchemy import and_, func, or_, select
+
+from core.auth import current_principal
+from core.errors import NotFound
+from core.pagination import decode_cursor, encode_cursor
+from core.storage import ObjectNotFound, get_store
+from services.catalog import schemas
+from services.catalog.access import get_file, visible_files
+from services.catalog.api.common import db, serialize_file
+from services.catalog.models import File, Source
+
+blp = Blueprint("files", __name__, url_prefix="/api/v1", description="Files")
+
+
+def _escape_like(term: str) -> str:
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _to_ns(value) -> int:
+    return int(value.timestamp() * 1e9)
+
+
+def search_query(principal, args: dict):
+    """Build the file search for ``args``; shared with the internal API."""
+    query = visible_files(principal)
+    for term in (args.get("q") or "").lower().split():
+        query = query.where(File.name_lower.like(f"%{_escape_like(term)}%", escape="\\"))
+    if args.get("type"):
+        query = query.where(File.kind == args["type"])
+    if args.get("media_type"):
+        query = query.where(File.media_type == args["media_type"])
+    if args.get("ext"):
+        query = query.where(File.extension == args["ext"].lower().lstrip("."))
+    if args.get("drive"):
+        query = query.where(or_(Source.name == args["drive"], Source.id == args["drive"]))
+    state = args.get("state")
+    if state == "missing":
+        query = query.where(File.presence == "missing")
+    elif state in ("online", "offline"):
+        query = query.where(File.presence == "present", Source.state == state)
+    if args.get("min_size") is not None:
+        query = query.where(File.size >= args["min_size"])
+    if args.get("max_size") is not None:
+        query = query.where(File.size <= args["max_size"])
+    if args.get("modified_after") is not None:
+        query = query.where(File.mtime_ns >= _to_ns(args["modified_after"]))
+    if args.get("modified_before") is not None:
+        query = query.where(File.mtime_ns < _to_ns(args["modified_before"]))
+    return query
+
+
+def paginate_files(session, query, args: dict) -> dict:
+    query = query.order_by(File.name_lower, File.id)
+    after = decode_cursor(args.get("cursor"), 2)
+    if after:
+        query = query.where(
+            or_(
+                File.name_lower > after[0],
+                and_(File.name_lower == after[0], File.id > after[1]),
+            )
+        )
+    limit = args.get("limit", 100)
+    rows = session.execute(query.limit(limit + 1)).all()
+    page = rows[:limit]
+    cursor = None
+    if len(rows) > limit:
+        cursor = encode_cursor([page[-1][0].name_lower, page[-1][0].id])
+    return {
+        "items": [serialize_file(f, name, state) for f, name, state in page],
+        "next_cursor": cursor,
+    }
+
+
+@blp.route("/files")
+class Files(MethodView):
+    @blp.arguments(schemas.FileSearchArgsSchema, location="query")
+    @blp.response(200, schemas.FilePageSchema)
+    def get(self, args):
+        """Search files by name, type, extension, size, date, drive and state.
+
+        An empty query matches every file the caller may see.
+        """
+        principal = current_principal()
+        return paginate_files(db(), search_query(principal, args), args)
+
+
+@blp.route("/files/<file_id>")
+class FileItem(MethodView):
+    @blp.response(200, schemas.FileSchema)
+    def get(self, file_id):
+        """Show a file with its metadata."""
+        file, name, state = get_file(db(), current_principal(), file_id)
+        return serialize_file(file, name, state, detail=True)
+
+
+def _rendition(file_id: str, which: str):
+    file, _, _ = get_file(db(), current_principal(), file_id)
+    key = file.thumbnail_key if which == "thumbnail" else file.preview_key
+    if not key:
+        raise NotFound(
+            f"file {file_id!r} has no {which} (rendition state: {file.rendition_state})"
+        )
+    store = get_store()
+    try:
+        size = store.size(key)
+        chunks = store.iter_chunks(key)
+    except ObjectNotFound:
+        raise NotFound(f"the {which} of file {file_id!r} is not in the object store") from None
+    content_type = "image/webp" if key.endswith(".webp") else "image/jpeg"
+    response = Response(stream_with_context(chunks), content_type=content_type)
+    response.headers["Content-Length"] = str(size)
+    # Keys are content addressed, but access is checked on every request.
+    response.headers["Cache-Control"] = "private, max-age=60"
+    return response
+
+
+@blp.route("/files/<file_id>/thumbnail")
+class Thumbnail(MethodView):
+    @blp.response(200, content_type="image/webp")
+    def get(self, file_id):
+        """The file's thumbnail (fits in 320 px), online or offline."""
+        return _rendition(file_id, "thumbnail")
+
+
+@blp.route("/files/<file_id>/preview")
+class Preview(MethodView):
+    @blp.response(200, content_type="image/webp")
+    def get(self, file_id):
+        """The file's preview (fits in 1440 px), online or offline."""
+        return _rendition(file_id, "preview")
+
+
+@blp.route("/duplicates")
+class Duplicates(MethodView):
+    @blp.arguments(schemas.PageArgsSchema, location="query")
+    @blp.response(200)
+    def get(self, args):
+        """Groups of files with equal full-content checksums, across drives."""
+        principal = current_principal()
+        session = db()
+        visible = visible_files(principal).where(
+            File.checksum.is_not(None), File.presence == "present"
+        )
+        groups_query = (
+            select(File.checksum, func.count(File.id).label("copies"))
+            .where(File.id.in_(visible.with_only_columns(File.id)))
+            .group_by(File.checksum)
+            .having(func.count(File.id) > 1)
+            .order_by(File.checksum)
+        )
+        after = decode_cursor(args["cursor"], 1)
+        if after:
+            groups_query = groups_query.where(File.checksum > after[0])
+        groups = session.execute(groups_query.limit(args["limit"] + 1)).all()
+        page = groups[: args["limit"]]
+        items = []
+        for checksum, copies in page:
+            rows = session.execute(
+                visible.where(File.checksum == checksum).order_by(Source.name, File.path)
+            ).all()
+            items.append(
+                {
+                    "checksum": checksum,
+                    "copies": copies,
+                    "size": rows[0][0].size if rows else 0,
+                    "files": [serialize_file(f, n, s) for f, n, s in rows],
+                }
+            )
+        cursor = encode_cursor([page[-1][0]]) if len(groups) > len(page) else None
+        return {"items": items, "next_cursor": cursor}

@@ -1,0 +1,96 @@
+"""Events the catalog publishes through its outbox.
+
+Payloads carry the facts other services keep in their read models, so a
+consumer never has to call the catalog back.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, select
+
+from core.db import new_id, utcnow
+from services.catalog.models import File, OutboxEvent, ScanEntry, Source
+
+CHUNK = 200
+
+FILES_UPDATED = "catalog.files_updated"
+SOURCE_STATE = "catalog.source_state"
+GROUP_CHANGED = "catalog.group_changed"
+
+
+def file_facts(file: File | object, source_name: str = "") -> dict:
+    info = file.media_info or {}
+    return {
+        "id": file.id,
+        "org_id": file.org_id,
+        "source_id": file.source_id,
+        "source_name": source_name,
+        "path": file.path,
+        "name": file.name,
+        "media_type": file.media_type,
+        "kind": file.kind,
+        "size": file.size,
+        "presence": file.presence,
+        "content_version": file.content_version,
+        "rendition_state": file.rendition_state,
+        "thumbnail_key": file.thumbnail_key,
+        "preview_key": file.preview_key,
+        "width": info.get("width"),
+        "height": info.get("height"),
+        "captured_at": info.get("captured_at"),
+        "updated_at": file.updated_at.isoformat() if file.updated_at else None,
+    }
+
+
+def _outbox_row(topic: str, payload: dict) -> dict:
+    return {
+        "id": new_id(),
+        "topic": topic,
+        "payload": payload,
+        "created_at": utcnow(),
+        "sent_at": None,
+    }
+
+
+def insert_events(conn: Connection, topic: str, payloads: list[dict]) -> None:
+    if payloads:
+        conn.execute(
+            OutboxEvent.__table__.insert(), [_outbox_row(topic, p) for p in payloads]
+        )
+
+
+def publish_files(conn: Connection, file_ids: list[str], source_name: str) -> None:
+    """Publish the current facts of ``file_ids`` in chunks."""
+    for start in range(0, len(file_ids), CHUNK):
+        chunk = file_ids[start : start + CHUNK]
+        files = conn.execute(select(File).where(File.id.in_(chunk))).all()
+        facts = [file_facts(row, source_name) for row in files]
+        insert_events(conn, FILES_UPDATED, [{"files": facts}])
+
+
+def publish_file_changes(conn: Connection, scan_id: str, source: Source) -> None:
+    """Publish every file a finished scan moved, changed, restored or lost."""
+    ids = conn.scalars(
+        select(ScanEntry.file_id).where(
+            ScanEntry.scan_id == scan_id,
+            ScanEntry.status.in_(("moved", "changed", "restored", "missing")),
+        )
+    ).all()
+    publish_files(conn, list(ids), source.name)
+
+
+def publish_source_state(conn: Connection, source: Source) -> None:
+    insert_events(
+        conn,
+        SOURCE_STATE,
+        [
+            {
+                "org_id": source.org_id,
+                "source_id": source.id,
+                "source_name": source.name,
+                "group_id": source.group_id,
+                "state": source.state,
+                "at": utcnow().isoformat(),
+            }
+        ],
+    )

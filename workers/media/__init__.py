@@ -1,0 +1,1 @@
+"""Media type detection, metadata and renditions for catalogued files."""

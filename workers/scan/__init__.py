@@ -1,0 +1,1 @@
+"""Drive scans: volume identity, the walk and reconciliation with the catalog."""

@@ -1,0 +1,210 @@
+"""A streaming walk of a drive that never follows symlinks.
+
+Directories are opened relative to their parent's file descriptor, so paths
+longer than the kernel's PATH_MAX (4096 bytes) still work, and names that are
+not valid UTF-8 are kept as their exact bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat as statmod
+from dataclasses import dataclass
+from typing import Iterator
+
+from workers.media.detect import HEAD_BYTES, sniff
+from workers.scan.volume import MARKER_NAME
+
+# Files up to this size are hashed whole; larger ones are sampled.
+FULL_HASH_LIMIT = 256 * 1024
+SAMPLE = 64 * 1024
+
+SKIPPED_NAMES = {MARKER_NAME, MARKER_NAME + ".tmp"}
+
+
+@dataclass(slots=True)
+class WalkedEntry:
+    path_bytes: bytes
+    is_dir: bool
+    size: int = 0
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+    inode: int = 0
+    name: str = ""
+
+
+@dataclass(slots=True)
+class WalkProblem:
+    path_bytes: bytes
+    kind: str
+    message: str
+
+
+def display_path(path_bytes: bytes) -> str:
+    return path_bytes.decode("utf-8", "replace")
+
+
+def path_hash(path_bytes: bytes) -> str:
+    return hashlib.blake2b(path_bytes, digest_size=16).hexdigest()
+
+
+def fingerprint_fd(fd: int, size: int) -> tuple[str, bytes]:
+    """Return the identity fingerprint and the first bytes of an open file.
+
+    Small files are hashed whole. Larger files are hashed from their size and
+    three 64 KiB samples (start, middle, end), so a drive of large videos is
+    fingerprinted without reading every byte. The full-content checksum is
+    computed later in the background.
+    """
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(size.to_bytes(8, "little"))
+    if size <= FULL_HASH_LIMIT:
+        data = os.read(fd, FULL_HASH_LIMIT + 1)
+        digest.update(data)
+        return digest.hexdigest(), data[:HEAD_BYTES]
+    head = os.pread(fd, SAMPLE, 0)
+    middle = os.pread(fd, SAMPLE, size // 2 - SAMPLE // 2)
+    tail = os.pread(fd, SAMPLE, size - SAMPLE)
+    for chunk in (head, middle, tail):
+        digest.update(chunk)
+    return digest.hexdigest(), head[:HEAD_BYTES]
+
+
+def fingerprint_entry(entry: WalkedEntry, dir_fd: int) -> tuple[str, str]:
+    """Return ``(fingerprint, media_type)`` for a file of the folder ``dir_fd``.
+
+    Raises OSError when the file cannot be opened or read.
+    """
+    fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        fingerprint, head = fingerprint_fd(fd, entry.size)
+    finally:
+        os.close(fd)
+    media_type, _ = sniff(head, entry.name)
+    return fingerprint, media_type
+
+
+@dataclass(slots=True)
+class Listing:
+    """Up to ``chunk`` entries of one folder.
+
+    ``dir_fd`` is a descriptor of that folder owned by the receiver, who must
+    close it (``close()``) once the files have been read.
+    """
+
+    prefix: bytes
+    dir_fd: int
+    files: list
+    dirs: list
+
+    def close(self) -> None:
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1
+
+
+@dataclass(slots=True)
+class _Frame:
+    fd: int
+    prefix: bytes
+    pending: list
+
+
+def _list_folder(frame: _Frame, problems: list, chunk: int) -> Iterator[Listing]:
+    files: list = []
+    dirs: list = []
+    try:
+        with os.scandir(frame.fd) as entries:
+            for entry in entries:
+                name = entry.name
+                if not frame.prefix and name in SKIPPED_NAMES:
+                    continue
+                rel = frame.prefix + os.fsencode(name)
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError as error:
+                    message = error.strerror or str(error)
+                    problems.append(WalkProblem(rel, "stat_failed", message))
+                    continue
+                mode = st.st_mode
+                if statmod.S_ISDIR(mode):
+                    dirs.append(WalkedEntry(rel, True, mtime_ns=st.st_mtime_ns))
+                    frame.pending.append(name)
+                elif statmod.S_ISREG(mode):
+                    files.append(
+                        WalkedEntry(
+                            rel,
+                            False,
+                            st.st_size,
+                            st.st_mtime_ns,
+                            st.st_ctime_ns,
+                            st.st_ino,
+                            name,
+                        )
+                    )
+                # Symlinks, sockets, devices and FIFOs are not catalogued.
+                if len(files) + len(dirs) >= chunk:
+                    yield Listing(frame.prefix, os.dup(frame.fd), files, dirs)
+                    files, dirs = [], []
+    except OSError as error:
+        message = f"listing failed: {error.strerror or error}"
+        problems.append(WalkProblem(frame.prefix.rstrip(b"/"), "unreadable_folder", message))
+    if files or dirs:
+        yield Listing(frame.prefix, os.dup(frame.fd), files, dirs)
+    # Visit subfolders in name order, so walks are repeatable.
+    frame.pending.sort(reverse=True)
+
+
+def walk(
+    root: str | os.PathLike, problems: list[WalkProblem], chunk: int = 2000
+) -> Iterator[Listing]:
+    """Yield the regular files and folders under ``root`` folder by folder.
+
+    Symlinks are never followed, so loops cannot occur. A folder that cannot
+    be read is added to ``problems`` and its contents are skipped. At most
+    one descriptor per folder level is held open by the walk itself.
+    """
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    stack = [_Frame(root_fd, b"", [])]
+    try:
+        yield from _list_folder(stack[0], problems, chunk)
+        while stack:
+            top = stack[-1]
+            if not top.pending:
+                os.close(top.fd)
+                stack.pop()
+                continue
+            name = top.pending.pop()
+            rel = top.prefix + os.fsencode(name)
+            try:
+                child_fd = os.open(
+                    name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=top.fd
+                )
+            except OSError as error:
+                message = error.strerror or str(error)
+                problems.append(WalkProblem(rel, "unreadable_folder", message))
+                continue
+            frame = _Frame(child_fd, rel + b"/", [])
+            stack.append(frame)
+            yield from _list_folder(frame, problems, chunk)
+    finally:
+        for frame in stack:
+            os.close(frame.fd)
+
+
+def open_relative(root: str | os.PathLike, path_bytes: bytes) -> int:
+    """Open a file below ``root`` one component at a time, never following links.
+
+    Works for relative paths longer than PATH_MAX. Returns a file descriptor.
+    """
+    parts = path_bytes.split(b"/")
+    dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+            os.close(dir_fd)
+            dir_fd = next_fd
+        return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)

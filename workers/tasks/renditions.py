@@ -1,0 +1,96 @@
+"""Metadata and renditions for files of a connected drive."""
+
+from __future__ import annotations
+
+import os
+
+from sqlalchemy import select, update
+
+from core.celery_app import celery_app, drive_queue
+from core.db import get_engine, session_scope, utcnow
+from core.logs import get_logger
+from core.storage import content_key, get_store
+from services.catalog.events import publish_files
+from services.catalog.models import File, Source
+
+log = get_logger(__name__)
+
+BATCH = 25
+RENDITION_TIMEOUT_S = 120
+RENDITION_MEMORY_MB = 1536
+
+
+def _store_rendition(prefix: str, data: bytes | None, fmt: str) -> str | None:
+    if not data:
+        return None
+    suffix = ".webp" if fmt == "webp" else ".jpg"
+    key = content_key(prefix, data, suffix)
+    store = get_store()
+    if not store.exists(key):
+        store.put_bytes(key, data, "image/webp" if fmt == "webp" else "image/jpeg")
+    return key
+
+
+@celery_app.task(name="renditions.source", acks_late=True, ignore_result=True)
+def render_source(source_id: str) -> int:
+    """Make metadata and renditions for a batch of pending files of a drive.
+
+    Queues itself again while work remains. A file is updated only if its
+    content version is still the one that was read, so a file changed
+    meanwhile is left pending for the next run.
+    """
+    from workers.media.sandbox import analyze_isolated
+
+    with session_scope("catalog") as session:
+        source = session.get(Source, source_id)
+        if source is None or source.state != "online":
+            return 0
+        root, host, source_name = source.mount_path, source.host, source.name
+        rows = session.execute(
+            select(File.id, File.path_bytes, File.content_version, File.size, File.mtime_ns)
+            .where(
+                File.source_id == source_id,
+                File.presence == "present",
+                File.rendition_state == "pending",
+            )
+            .order_by(File.id)
+            .limit(BATCH)
+        ).all()
+    done_ids = []
+    for row in rows:
+        path = os.path.join(os.fsencode(root), row.path_bytes)
+        result = analyze_isolated(
+            path, timeout_s=RENDITION_TIMEOUT_S, memory_mb=RENDITION_MEMORY_MB
+        )
+        try:
+            thumb_key = _store_rendition("thumbnails", result.thumbnail, result.rendition_format)
+            preview_key = _store_rendition("previews", result.preview, result.rendition_format)
+        except Exception as error:  # storage backends raise StorageError
+            log.warning("rendition_store_failed", file_id=row.id, error=str(error))
+            continue
+        has_visual = bool(thumb_key)
+        state = "done" if has_visual or not result.error else "failed"
+        with get_engine("catalog").begin() as conn:
+            changed = conn.execute(
+                update(File)
+                .where(File.id == row.id, File.content_version == row.content_version)
+                .values(
+                    media_type=result.media_type,
+                    kind=result.kind,
+                    media_info=result.info,
+                    thumbnail_key=thumb_key,
+                    preview_key=preview_key,
+                    rendition_state=state,
+                    error=result.error,
+                    updated_at=utcnow(),
+                )
+            ).rowcount
+            if changed:
+                publish_files(conn, [row.id], source_name)
+        if changed:
+            done_ids.append(row.id)
+    # Requeue only after progress, so a failing object store cannot spin.
+    if len(rows) == BATCH and done_ids:
+        render_source.apply_async(args=[source_id], queue=drive_queue(host))
+    log.info("renditions_made", source_id=source_id, files=len(done_ids))
+    return len(done_ids)

@@ -1,0 +1,221 @@
+"""Scan and verify tasks. They run on the queue of the drive's host."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+
+from core.celery_app import celery_app, drive_queue
+from core.db import get_engine, session_scope, utcnow
+from core.logs import get_logger
+from core.settings import get_settings
+from services.catalog.models import File, Scan, ScanIssue, Source
+from workers.scan.scanner import Scanner, ScanInterrupted, discard_staging
+from workers.scan.walker import open_relative
+
+log = get_logger(__name__)
+
+# A running scan whose heartbeat is older than this is taken to be dead.
+STALE_AFTER = timedelta(seconds=120)
+FINISHED = ("succeeded", "interrupted", "failed")
+
+
+def enqueue_scan(scan_id: str, host: str, kind: str = "scan") -> None:
+    task = run_scan if kind == "scan" else run_verify
+    task.apply_async(args=[scan_id], queue=drive_queue(host))
+
+
+def _claim(scan_id: str) -> bool:
+    """Take the lease on a scan; False if it is finished or alive elsewhere."""
+    now = utcnow()
+    with get_engine("catalog").begin() as conn:
+        result = conn.execute(
+            update(Scan)
+            .where(
+                Scan.id == scan_id,
+                or_(
+                    Scan.status == "queued",
+                    Scan.heartbeat_at.is_(None),
+                    Scan.heartbeat_at < now - STALE_AFTER,
+                ),
+                Scan.status.not_in(FINISHED),
+            )
+            .values(
+                status="running",
+                heartbeat_at=now,
+                started_at=now,
+                attempt=Scan.attempt + 1,
+            )
+        )
+    return result.rowcount == 1
+
+
+def _finish(scan_id: str, status: str, message: str | None) -> None:
+    with session_scope("catalog") as session:
+        scan = session.get(Scan, scan_id)
+        scan.status = status
+        scan.message = message
+        scan.finished_at = utcnow()
+
+
+@celery_app.task(name="scans.run", acks_late=True, ignore_result=True)
+def run_scan(scan_id: str) -> None:
+    if not _claim(scan_id):
+        log.info("scan_skipped", scan_id=scan_id, reason="finished or running")
+        return
+    with session_scope("catalog") as session:
+        scan = session.get(Scan, scan_id)
+        source = session.get(Source, scan.source_id)
+        session.expunge(source)
+    log.info("scan_started", scan_id=scan_id, source_id=source.id, root=source.mount_path)
+    if source.state != "online" or not source.mount_path:
+        _finish(scan_id, "interrupted", "the drive is not connected")
+        return
+    scanner = Scanner(
+        scan_id, source, source.mount_path, get_settings().scan_batch_size
+    )
+    try:
+        counts = scanner.run()
+    except ScanInterrupted as error:
+        log.warning("scan_interrupted", scan_id=scan_id, reason=str(error))
+        discard_staging(scan_id)
+        _finish(scan_id, "interrupted", str(error))
+        return
+    except Exception as error:
+        log.exception("scan_failed", scan_id=scan_id)
+        discard_staging(scan_id)
+        _finish(scan_id, "failed", f"scan failed: {type(error).__name__}: {error}")
+        return
+    discard_staging(scan_id)
+    log.info("scan_succeeded", scan_id=scan_id, **counts.as_dict())
+    queue_follow_up(source)
+
+
+def queue_follow_up(source: Source) -> None:
+    """Queue rendition and checksum work for files the scans left pending."""
+    from workers.tasks.checksums import checksum_source
+    from workers.tasks.renditions import render_source
+
+    queue = drive_queue(source.host)
+    with session_scope("catalog") as session:
+        base = select(File.id).where(
+            File.source_id == source.id, File.presence == "present"
+        )
+        renditions_pending = session.scalar(
+            base.where(File.rendition_state == "pending").limit(1)
+        )
+        checksums_pending = session.scalar(
+            base.where(File.checksum.is_(None), File.fingerprint != "").limit(1)
+        )
+    # An unchanged rescan leaves nothing pending and so queues nothing.
+    if renditions_pending:
+        render_source.apply_async(args=[source.id], queue=queue)
+    if checksums_pending:
+        checksum_source.apply_async(args=[source.id], queue=queue)
+
+
+@celery_app.task(name="scans.recover_stalled", ignore_result=True)
+def recover_stalled() -> int:
+    """Re-send scans whose worker died or whose message was lost."""
+    cutoff = utcnow() - STALE_AFTER
+    with session_scope("catalog") as session:
+        rows = session.execute(
+            select(Scan.id, Scan.kind, Source.host)
+            .join(Source, Source.id == Scan.source_id)
+            .where(
+                Scan.status.in_(("queued", "running", "finalizing")),
+                or_(Scan.heartbeat_at < cutoff, Scan.heartbeat_at.is_(None)),
+                Scan.requested_at < cutoff,
+            )
+        ).all()
+    for row in rows:
+        log.warning("scan_resent", scan_id=row.id, host=row.host)
+        enqueue_scan(row.id, row.host, row.kind)
+    return len(rows)
+
+
+def sha256_of(root: str, path_bytes: bytes) -> str:
+    digest = hashlib.sha256()
+    fd = open_relative(root, path_bytes)
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            digest.update(chunk)
+    finally:
+        os.close(fd)
+    return digest.hexdigest()
+
+
+@celery_app.task(name="scans.verify", acks_late=True, ignore_result=True)
+def run_verify(scan_id: str) -> None:
+    """Re-read every file with a checksum and report bytes that changed silently."""
+    if not _claim(scan_id):
+        return
+    with session_scope("catalog") as session:
+        scan = session.get(Scan, scan_id)
+        source = session.get(Source, scan.source_id)
+        session.expunge(source)
+    counts = {"verified": 0, "mismatched": 0, "skipped": 0, "unreadable": 0}
+    last_id = ""
+    while True:
+        with session_scope("catalog") as session:
+            state = session.scalar(select(Source.state).where(Source.id == source.id))
+            if state != "online":
+                _finish(scan_id, "interrupted", "the drive was disconnected")
+                return
+            files = session.execute(
+                select(File.id, File.path, File.path_bytes, File.size, File.mtime_ns, File.checksum)
+                .where(
+                    File.source_id == source.id,
+                    File.presence == "present",
+                    File.id > last_id,
+                )
+                .order_by(File.id)
+                .limit(200)
+            ).all()
+            session.execute(
+                update(Scan).where(Scan.id == scan_id).values(heartbeat_at=utcnow(), counts=counts)
+            )
+        if not files:
+            break
+        issues = []
+        for row in files:
+            last_id = row.id
+            try:
+                st = _stat_relative(source.mount_path, row.path_bytes)
+                if row.checksum is None or st.st_size != row.size or st.st_mtime_ns != row.mtime_ns:
+                    counts["skipped"] += 1
+                    continue
+                actual = sha256_of(source.mount_path, row.path_bytes)
+            except OSError as error:
+                counts["unreadable"] += 1
+                issues.append((row, "unreadable_file", f"cannot read the file: {error.strerror or error}"))
+                continue
+            counts["verified"] += 1
+            if actual != row.checksum:
+                counts["mismatched"] += 1
+                issues.append((
+                    row,
+                    "content_changed",
+                    "the file's bytes changed while its size and modification time did not",
+                ))
+        if issues:
+            with session_scope("catalog") as session:
+                for row, kind, message in issues:
+                    session.add(ScanIssue(scan_id=scan_id, file_id=row.id, path=row.path, kind=kind, message=message))
+    with session_scope("catalog") as session:
+        scan = session.get(Scan, scan_id)
+        scan.status = "succeeded"
+        scan.complete = True
+        scan.counts = counts
+        scan.finished_at = utcnow()
+
+
+def _stat_relative(root: str, path_bytes: bytes) -> os.stat_result:
+    fd = open_relative(root, path_bytes)
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
