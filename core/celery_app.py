@@ -11,7 +11,7 @@ import os
 
 import structlog
 from celery import Celery, signals
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from core.settings import get_settings
 
@@ -22,6 +22,11 @@ QUEUE_EXPORTS = "exports"
 
 def drive_queue(host: str) -> str:
     return f"drive.{host}"
+
+
+def make_queue(name: str) -> Queue:
+    """A queue on its own direct exchange, so a task reaches one queue only."""
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 
 def broker_url() -> str:
@@ -46,11 +51,13 @@ def create_celery() -> Celery:
     app.conf.update(
         task_default_queue=QUEUE_DEFAULT,
         task_queues=[
-            Queue(QUEUE_DEFAULT),
-            Queue(QUEUE_EVENTS),
-            Queue(QUEUE_EXPORTS),
-            Queue(drive_queue(settings.drive_host)),
+            make_queue(QUEUE_DEFAULT),
+            make_queue(QUEUE_EVENTS),
+            make_queue(QUEUE_EXPORTS),
+            make_queue(drive_queue(settings.drive_host)),
         ],
+        task_default_exchange=QUEUE_DEFAULT,
+        task_default_routing_key=QUEUE_DEFAULT,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,

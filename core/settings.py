@@ -64,13 +64,25 @@ def _url(env, name, default, schemes):
     value = _text(env, name, default)
     if value is None:
         return None
-    scheme = urlparse(value).scheme
+    parsed = urlparse(value)
+    scheme = parsed.scheme
+    if scheme in HTTP_SCHEMES and not parsed.hostname:
+        raise SettingsError(f"{name}={value!r} is invalid: the URL has no host")
     if scheme not in schemes:
         allowed = ", ".join(sorted(schemes))
         raise SettingsError(
             f"{name}={value!r} is invalid: the URL scheme must be one of {allowed}"
         )
     return value.rstrip("/") if scheme.startswith("http") else value
+
+
+def _endpoint(env, name):
+    value = _text(env, name, None)
+    if value is not None and ("/" in value or not value.strip()):
+        raise SettingsError(
+            f"{name}={value!r} is invalid: expected host:port without a scheme"
+        )
+    return value
 
 
 DATABASE_SCHEMES = {"sqlite", "postgresql", "postgresql+psycopg"}
@@ -139,7 +151,7 @@ def load_settings(env: dict | None = None) -> Settings:
         ),
         redis_url=_url(env, "REDIS_URL", None, REDIS_SCHEMES),
         object_store=_choice(env, "OBJECT_STORE", "local", {"local", "s3"}),
-        s3_endpoint=_text(env, "S3_ENDPOINT", None),
+        s3_endpoint=_endpoint(env, "S3_ENDPOINT"),
         s3_access_key=_text(env, "S3_ACCESS_KEY", None),
         s3_secret_key=_text(env, "S3_SECRET_KEY", None),
         s3_bucket=_text(env, "S3_BUCKET", "archive"),

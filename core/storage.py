@@ -29,7 +29,8 @@ class ObjectNotFound(StorageError, FileNotFoundError):
 
 def _check_key(key: str) -> str:
     parts = key.split("/")
-    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+    control = any(ord(ch) < 32 or ch == "\x7f" for ch in key)
+    if not key or control or any(p in ("", ".", "..") for p in parts):
         raise StorageError(f"invalid object key {key!r}")
     return key
 
@@ -63,6 +64,12 @@ class ObjectStore:
         return None
 
 
+def _read_chunks(handle, chunk_size: int) -> Iterator[bytes]:
+    with handle:
+        while chunk := handle.read(chunk_size):
+            yield chunk
+
+
 class LocalStore(ObjectStore):
     """Objects as files under one folder; writes are atomic (temp + rename)."""
 
@@ -78,6 +85,9 @@ class LocalStore(ObjectStore):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+        except OSError as error:
+            raise StorageError(f"failed to write object {key!r}: {error}") from error
+        try:
             with os.fdopen(fd, "wb") as out:
                 while True:
                     chunk = stream.read(1 << 20)
@@ -85,20 +95,24 @@ class LocalStore(ObjectStore):
                         break
                     out.write(chunk)
             os.replace(tmp, path)
-        except OSError as error:
-            raise StorageError(f"failed to write object {key!r}: {error}") from error
+        except BaseException as error:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            if isinstance(error, OSError):
+                raise StorageError(f"failed to write object {key!r}: {error}") from error
+            raise
 
     def iter_chunks(self, key, chunk_size=1 << 20):
         path = self._path(key)
         try:
             handle = open(path, "rb")
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFound(f"object {key!r} not found") from None
         except OSError as error:
             raise StorageError(f"failed to read object {key!r}: {error}") from error
-        with handle:
-            while chunk := handle.read(chunk_size):
-                yield chunk
+        return _read_chunks(handle, chunk_size)
 
     def exists(self, key):
         return self._path(key).is_file()
@@ -106,13 +120,13 @@ class LocalStore(ObjectStore):
     def size(self, key):
         try:
             return self._path(key).stat().st_size
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFound(f"object {key!r} not found") from None
 
     def delete(self, key):
         try:
             self._path(key).unlink()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             pass
         except OSError as error:
             raise StorageError(f"failed to delete object {key!r}: {error}") from error
@@ -179,6 +193,10 @@ class S3Store(ObjectStore):
             raise
         except Exception as error:
             raise self._wrap(key, error) from error
+        return self._stream(response, chunk_size)
+
+    @staticmethod
+    def _stream(response, chunk_size: int) -> Iterator[bytes]:
         try:
             yield from response.stream(chunk_size)
         finally:
@@ -215,7 +233,13 @@ class S3Store(ObjectStore):
 
     def presigned_get(self, key, expires):
         _check_key(key)
-        return self.client.presigned_get_object(self.bucket, key, expires=expires)
+        try:
+            self._ensure_bucket()
+            return self.client.presigned_get_object(self.bucket, key, expires=expires)
+        except StorageError:
+            raise
+        except Exception as error:
+            raise self._wrap(key, error) from error
 
 
 def build_store(settings: Settings | None = None) -> ObjectStore:

@@ -71,4 +71,79 @@ def create_base_app(name: str, title: str) -> tuple[Flask, Api]:
     def health():
         return jsonify({"status": "ok", "service": name})
 
+    @app.get("/ready")
+    def ready():
+        checks = readiness_checks(name)
+        status = 200 if all(c == "ok" for c in checks.values()) else 503
+        return jsonify({"status": "ok" if status == 200 else "unavailable", "checks": checks}), status
+
+    install_metrics(app, name)
+
     return app, api
+
+
+def readiness_checks(service: str) -> dict:
+    """Check the database, Redis and the object store; name what fails."""
+    from sqlalchemy import text
+
+    from core.celery_app import redis_client_url
+    from core.db import get_engine
+    from core.storage import get_store
+
+    checks = {}
+    try:
+        with get_engine(service).connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as error:  # any failure makes the service not ready
+        checks["database"] = f"failed: {type(error).__name__}"
+    try:
+        import redis
+
+        redis.Redis.from_url(redis_client_url(), socket_timeout=2).ping()
+        checks["redis"] = "ok"
+    except Exception as error:
+        checks["redis"] = f"failed: {type(error).__name__}"
+    try:
+        get_store().exists("readiness-probe")
+        checks["object_store"] = "ok"
+    except Exception as error:
+        checks["object_store"] = f"failed: {type(error).__name__}"
+    return checks
+
+
+def install_metrics(app: Flask, service: str) -> None:
+    """Expose Prometheus metrics at ``/metrics``: request count and latency."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    latency = _request_histogram()
+
+    @app.after_request
+    def observe(response):
+        started = getattr(g, "request_started", None)
+        rule = request.url_rule.rule if request.url_rule else "unmatched"
+        if started is not None:
+            latency.labels(service, request.method, rule, str(response.status_code)).observe(
+                time.monotonic() - started
+            )
+        return response
+
+    @app.get("/metrics")
+    def metrics():
+        return generate_latest(), 200, {"Content-Type": CONTENT_TYPE_LATEST}
+
+
+_histogram = None
+
+
+def _request_histogram():
+    global _histogram
+    if _histogram is None:
+        from prometheus_client import Histogram
+
+        _histogram = Histogram(
+            "archive_http_request_seconds",
+            "HTTP request latency in seconds",
+            ["service", "method", "route", "status"],
+        )
+    return _histogram

@@ -65,17 +65,22 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # Access log to stdout and error log to stderr, for the container runtime.
 accesslog = "-"
 errorlog = "-"
-# The default format plus the response time in milliseconds (%(M)s).
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+# Client, time, request line, status, response bytes, response time in
+# milliseconds (%(M)s) and user agent.
+access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 
-# Worker heartbeats go to a file; a RAM-backed folder keeps them from
-# blocking on a slow container file system.
+# Workers write heartbeats to a file, so a RAM-backed folder keeps them
+# from blocking on a slow container file system.
 if os.path.isdir("/dev/shm"):
     worker_tmp_dir = "/dev/shm"
 
 
 def child_exit(server, worker):
-    """Drop a dead worker's metric files in prometheus_client's multiprocess mode."""
+    """Mark an exited worker dead in prometheus_client's multiprocess mode.
+
+    This removes the worker's live-gauge files. It does nothing unless
+    PROMETHEUS_MULTIPROC_DIR is set.
+    """
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 

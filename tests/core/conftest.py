@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-# The project is not installed into the test environment, so make the
-# repository root importable for ``import core``.
+# Lets `pytest tests/core` import `core` without an installed package.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
@@ -23,7 +22,7 @@ def s3_endpoint():
     """
     from moto.server import ThreadedMotoServer
 
-    # Port 0 lets the OS choose a free port, so parallel runs do not collide.
+    # Port 0 lets the OS choose a free port.
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -188,12 +188,6 @@ def test_missing_key_raises_not_found(store, operation):
     assert "missing/key.bin" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="iter_chunks is a generator function in both backends, so a missing"
-    " key raises only at the first next(); a streaming HTTP response built from"
-    " it has already sent status 200 by then and cannot answer 404",
-)
 def test_iter_chunks_missing_raises_on_call(store):
     with pytest.raises(ObjectNotFound):
         store.iter_chunks("missing/key.bin")
@@ -201,17 +195,8 @@ def test_iter_chunks_missing_raises_on_call(store):
 
 @pytest.mark.parametrize("operation", ["get_bytes", "size", "exists", "delete"])
 def test_key_below_object_is_missing(store, operation, request):
-    # On S3 "a/b" is just another key; LocalStore must not expose that "a" is
-    # a file on disk.
-    if isinstance(store, LocalStore) and operation != "exists":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="LocalStore lets NotADirectoryError escape (size) or"
-                " wraps it as StorageError (get_bytes, delete) when a parent"
-                " of the key is an object, where S3Store reports a missing key",
-            )
-        )
+    # On S3 "a/b" is just another key, so LocalStore must not expose that "a"
+    # is a file on disk.
     store.put_bytes("parent", b"x", "text/plain")
     key = "parent/child"
 
@@ -251,11 +236,6 @@ def test_invalid_key_raises_storage_error(store, key, operation):
     assert "invalid object key" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_check_key accepts a NUL byte: LocalStore then raises ValueError"
-    " from the OS layer and S3Store raises mixed errors or reports a missing key",
-)
 @pytest.mark.parametrize("operation", sorted(KEY_OPERATIONS))
 def test_key_with_nul_byte_is_invalid(store, operation):
     call = KEY_OPERATIONS[operation]
@@ -292,11 +272,6 @@ def test_failed_stream_keeps_previous_object(store):
 # LocalStore only.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LocalStore.put_stream does not remove its .upload-* temporary file"
-    " when the stream or the write fails, so failed uploads leak disk space",
-)
 def test_local_failed_stream_removes_temp_file(local_store):
     local_store.put_bytes("doc.txt", b"previous version", "text/plain")
     stream = UnsizedStream(os.urandom(3 * MIB), fail_after=2 * MIB)
@@ -334,7 +309,7 @@ def test_s3_unsized_stream_uses_multipart(s3_store):
     s3_store.put_stream("exports/big.zip", UnsizedStream(data), "application/zip")
 
     stat = s3_store.client.stat_object(s3_store.bucket, "exports/big.zip")
-    # S3 gives a multipart object the ETag "<md5 of part md5s>-<part count>".
+    # S3 gives a multipart object the ETag "<MD5 of the part MD5s>-<part count>".
     assert stat.etag.endswith("-2")
     assert stat.size == len(data)
 
@@ -360,26 +335,6 @@ def test_s3_presigned_get_fetches_object(s3_store):
     assert response.headers["Content-Type"] == "image/jpeg"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="moto 5.2 does not check X-Amz-Expires, so an expired presigned URL"
-    " still returns 200; MinIO and AWS return 403",
-)
-def test_s3_presigned_get_expires(s3_store):
-    s3_store.put_bytes("shared/photo.jpg", b"jpeg bytes", "image/jpeg")
-    url = s3_store.presigned_get("shared/photo.jpg", timedelta(seconds=2))
-    assert requests.get(url, timeout=10).status_code == 200
-
-    time.sleep(3)
-
-    assert requests.get(url, timeout=10).status_code == 403
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="S3Store.presigned_get skips _ensure_bucket and does not wrap errors,"
-    " so before the first write it raises minio's S3Error NoSuchBucket",
-)
 def test_s3_presigned_get_before_first_write(s3_store):
     url = s3_store.presigned_get("not/yet/written.jpg", timedelta(seconds=60))
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import os
+import struct
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -31,3 +33,25 @@ def manifest(corpus_dir: Path) -> list[dict[str, str]]:
     """Rows of the corpus MANIFEST.tsv, one dict per file."""
     with open(corpus_dir / "MANIFEST.tsv", newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle, delimiter="\t"))
+
+
+@pytest.fixture
+def bomb_png(tmp_path: Path) -> Path:
+    """A valid PNG of a few KB declaring 50,000 x 50,000 greyscale pixels."""
+    width = height = 50_000
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    # Only the first 16 rows are stored, but decoding would allocate 2.5 GB for the declared size.
+    rows = zlib.compress(b"\x00" * (width + 1) * 16, 9)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", rows)
+        + chunk(b"IEND", b"")
+    )
+    return path

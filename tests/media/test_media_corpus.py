@@ -12,7 +12,10 @@ from workers.media.analyze import analyze
 # Displayed (width, height) after orientation, checked against the manifest
 # description or by viewing the file.
 EXPECTED_SIZES = {
-    **{f"drive-a/Photos/orientation-test/landscape_{n}.jpg": (600, 450) for n in range(1, 9)},
+    **{
+        f"drive-a/Photos/orientation-test/landscape_{n}.jpg": (600, 450)
+        for n in range(1, 9)
+    },
     "drive-a/Photos/2015/canon_hdr_YES.jpg": (1536, 2048),
     "drive-a/Photos/2023/iphone_15_pro.heic": (3024, 4032),
     "drive-a/Photos/2021/shoot-02/IMG_5195.HEIC": (2566, 3313),
@@ -66,7 +69,10 @@ def test_corpus_displayed_sizes(corpus_dir, manifest):
     for relative_path, (width, height) in EXPECTED_SIZES.items():
         assert relative_path in paths, relative_path
         result = analyze(str(corpus_dir / relative_path))
-        assert (result.info.get("width"), result.info.get("height")) == (width, height), relative_path
+        assert (result.info.get("width"), result.info.get("height")) == (
+            width,
+            height,
+        ), relative_path
 
 
 def test_corpus_renditions_fit_and_keep_aspect(corpus_dir):
@@ -90,7 +96,9 @@ def test_orientations_all_upright(corpus_dir):
         reference_signature.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
         reference_signature.transpose(Image.Transpose.ROTATE_180),
     ]
-    smallest_wrong = min(_mean_difference(reference_signature, wrong) for wrong in wrong_transforms)
+    smallest_wrong = min(
+        _mean_difference(reference_signature, wrong) for wrong in wrong_transforms
+    )
     assert smallest_wrong > 20
 
     for orientation in range(2, 9):
@@ -98,7 +106,9 @@ def test_orientations_all_upright(corpus_dir):
         assert result.info["orientation"] == orientation
         signature = _grey_signature(result.thumbnail)
         assert signature.size == reference_signature.size, orientation
-        assert _mean_difference(signature, reference_signature) < smallest_wrong / 3, orientation
+        assert _mean_difference(signature, reference_signature) < smallest_wrong / 3, (
+            orientation
+        )
 
 
 def test_rotated_video_thumbnail_is_portrait(corpus_dir):
@@ -145,7 +155,9 @@ def test_camera_metadata_from_corpus(corpus_dir):
     assert canon["shutter_speed"] == "1/160"
     assert canon["aperture"] == 7.1
     assert canon["iso"] == 100
-    gps = analyze(str(corpus_dir / "drive-a/Photos/2008/2008-10-22 gps walk/DSCN0010.jpg")).info["gps"]
+    gps = analyze(
+        str(corpus_dir / "drive-a/Photos/2008/2008-10-22 gps walk/DSCN0010.jpg")
+    ).info["gps"]
     assert 43 < gps["latitude"] < 44
     assert 11 < gps["longitude"] < 12
     heic = analyze(str(corpus_dir / "drive-a/Photos/2023/iphone_15_pro.heic")).info
@@ -154,7 +166,9 @@ def test_camera_metadata_from_corpus(corpus_dir):
 
 
 def test_pdf_page_count_and_thumbnail(corpus_dir):
-    result = analyze(str(corpus_dir / "drive-a/Scans/old-documents/pdflatex-4-pages.pdf"))
+    result = analyze(
+        str(corpus_dir / "drive-a/Scans/old-documents/pdflatex-4-pages.pdf")
+    )
     assert result.kind == "document"
     assert result.info["page_count"] == 4
     assert _open(result.thumbnail).height == 320
@@ -168,7 +182,11 @@ def test_raw_preview_is_used(corpus_dir):
 
 
 def test_non_media_gets_no_renditions(corpus_dir):
-    for relative_path in ("drive-a/Photos/2008/README.txt", "drive-a/.DS_Store", "drive-b/notes/example.txt"):
+    for relative_path in (
+        "drive-a/Photos/2008/README.txt",
+        "drive-a/.DS_Store",
+        "drive-b/notes/example.txt",
+    ):
         result = analyze(str(corpus_dir / relative_path))
         assert result.kind == "other", relative_path
         assert result.thumbnail is None, relative_path

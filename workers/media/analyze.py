@@ -71,7 +71,7 @@ _BOMB_PIXELS = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+) pixels")
 
 @dataclass
 class MediaResult:
-    """What ``analyze`` found out about one file.
+    """Media type, metadata and renditions that ``analyze`` read from one file.
 
     ``info`` is JSON-serialisable and contains only the keys that were read:
     width, height (as displayed, after orientation), orientation, captured_at,
@@ -117,11 +117,17 @@ def analyze(
     an error result.
     """
     if thumb_size <= 0 or preview_size <= 0:
-        raise ValueError(f"rendition sizes must be positive, got {thumb_size} and {preview_size}")
+        raise ValueError(
+            f"rendition sizes must be positive, got {thumb_size} and {preview_size}"
+        )
     if thumb_size > preview_size:
-        raise ValueError(f"thumb_size {thumb_size} is larger than preview_size {preview_size}")
+        raise ValueError(
+            f"thumb_size {thumb_size} is larger than preview_size {preview_size}"
+        )
     if rendition_format not in RENDITION_FORMATS:
-        raise ValueError(f"rendition_format must be one of {RENDITION_FORMATS}, got {rendition_format!r}")
+        raise ValueError(
+            f"rendition_format must be one of {RENDITION_FORMATS}, got {rendition_format!r}"
+        )
     options = _Options(thumb_size, preview_size, rendition_format, max_pixels)
 
     try:
@@ -136,7 +142,9 @@ def analyze(
         )
 
     media_type, kind = sniff(head, os.fsdecode(os.path.basename(path)))
-    result = MediaResult(media_type=media_type, kind=kind, rendition_format=rendition_format)
+    result = MediaResult(
+        media_type=media_type, kind=kind, rendition_format=rendition_format
+    )
     if not head:
         result.error = "empty file: 0 bytes, nothing to analyse"
         return result
@@ -240,7 +248,11 @@ def _analyze_image(path: str | bytes, result: MediaResult, options: _Options) ->
         _set_displayed_size(info, width, height, orientation)
 
         frame_count = getattr(image, "n_frames", 1)
-        if getattr(image, "is_animated", False) and image.format in ("GIF", "WEBP", "PNG"):
+        if getattr(image, "is_animated", False) and image.format in (
+            "GIF",
+            "WEBP",
+            "PNG",
+        ):
             info["frames"] = frame_count
         elif image.format == "TIFF" and frame_count > 1:
             info["page_count"] = frame_count
@@ -299,7 +311,9 @@ def _analyze_raw(path: str | bytes, result: MediaResult, options: _Options) -> N
     _store_renditions(result, renditions)
 
 
-def _analyze_audio_video(path: str | bytes, result: MediaResult, options: _Options) -> None:
+def _analyze_audio_video(
+    path: str | bytes, result: MediaResult, options: _Options
+) -> None:
     with av.open(os.fsdecode(path), metadata_errors="ignore") as container:
         info = result.info
         info.update(video.read_container_info(container))
@@ -333,7 +347,9 @@ def _analyze_audio_video(path: str | bytes, result: MediaResult, options: _Optio
 
 
 def _analyze_pdf(path: str | bytes, result: MediaResult, options: _Options) -> None:
-    image, page_count = documents.render_pdf_first_page(os.fsdecode(path), options.preview_size)
+    image, page_count = documents.render_pdf_first_page(
+        os.fsdecode(path), options.preview_size
+    )
     result.info["page_count"] = page_count
     if image is None:
         result.error = "PDF has no pages"

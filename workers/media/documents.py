@@ -14,7 +14,9 @@ SVG_MAX_BYTES = 4 * 1024 * 1024
 _SVG_LENGTH = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(px)?\s*$")
 
 
-def render_pdf_first_page(path: str | bytes, max_side: int) -> tuple[Image.Image | None, int]:
+def render_pdf_first_page(
+    path: str | bytes, max_side: int
+) -> tuple[Image.Image | None, int]:
     """Return the first page rendered to fit ``max_side`` pixels, and the page count.
 
     The image is None for a document without pages. Raises

@@ -10,7 +10,7 @@ import math
 from datetime import datetime
 from fractions import Fraction
 
-from PIL import Image, ExifTags
+from PIL import ExifTags, Image
 
 Base = ExifTags.Base
 GPS = ExifTags.GPS
@@ -59,7 +59,12 @@ def parse_exif_datetime(value: object, offset: object = None) -> str | None:
         return None
     iso = moment.isoformat()
     offset_text = _text(offset)
-    if offset_text and len(offset_text) == 6 and offset_text[0] in "+-" and offset_text[3] == ":":
+    if (
+        offset_text
+        and len(offset_text) == 6
+        and offset_text[0] in "+-"
+        and offset_text[3] == ":"
+    ):
         iso += offset_text
     return iso
 
@@ -90,8 +95,12 @@ def _gps_coordinate(parts: object, reference: object) -> float | None:
 
 def read_gps(gps_ifd: dict) -> dict | None:
     """Return ``{"latitude", "longitude", "altitude"?}`` in degrees and metres, or None."""
-    latitude = _gps_coordinate(gps_ifd.get(GPS.GPSLatitude), gps_ifd.get(GPS.GPSLatitudeRef))
-    longitude = _gps_coordinate(gps_ifd.get(GPS.GPSLongitude), gps_ifd.get(GPS.GPSLongitudeRef))
+    latitude = _gps_coordinate(
+        gps_ifd.get(GPS.GPSLatitude), gps_ifd.get(GPS.GPSLatitudeRef)
+    )
+    longitude = _gps_coordinate(
+        gps_ifd.get(GPS.GPSLongitude), gps_ifd.get(GPS.GPSLongitudeRef)
+    )
     if latitude is None or longitude is None:
         return None
     if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
@@ -110,7 +119,7 @@ def read_gps(gps_ifd: dict) -> dict | None:
 
 
 def read_exif(exif: Image.Exif) -> dict:
-    """Return the catalog metadata keys found in ``exif``; missing tags are left out."""
+    """Return the catalog metadata keys found in ``exif``. Missing tags are left out."""
     info: dict = {}
     try:
         details = exif.get_ifd(ExifTags.IFD.Exif)
@@ -127,9 +136,13 @@ def read_exif(exif: Image.Exif) -> dict:
 
     captured_at = parse_exif_datetime(
         details.get(Base.DateTimeOriginal), details.get(Base.OffsetTimeOriginal)
-    ) or parse_exif_datetime(details.get(Base.DateTimeDigitized), details.get(Base.OffsetTimeDigitized))
+    ) or parse_exif_datetime(
+        details.get(Base.DateTimeDigitized), details.get(Base.OffsetTimeDigitized)
+    )
     if captured_at is None:
-        captured_at = parse_exif_datetime(exif.get(Base.DateTime), details.get(Base.OffsetTime))
+        captured_at = parse_exif_datetime(
+            exif.get(Base.DateTime), details.get(Base.OffsetTime)
+        )
     if captured_at:
         info["captured_at"] = captured_at
 

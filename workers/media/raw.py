@@ -28,7 +28,9 @@ class RawImage:
     from_preview: bool = True
 
 
-def _open_embedded_preview(thumb: rawpy._rawpy.Thumbnail, max_side: int) -> tuple[Image.Image, dict]:
+def _open_embedded_preview(
+    thumb: rawpy._rawpy.Thumbnail, max_side: int
+) -> tuple[Image.Image, dict]:
     if thumb.format == rawpy.ThumbFormat.JPEG:
         image = Image.open(io.BytesIO(thumb.data))
         info = exif_reader.read_exif(image.getexif())
@@ -68,5 +70,14 @@ def decode_raw(path: str | bytes, max_side: int, pixel_limit: int) -> RawImage:
         if sizes.width * sizes.height > pixel_limit:
             raise PixelLimitError(sizes.width, sizes.height, pixel_limit)
         # user_flip=0 keeps the stored orientation so the caller rotates both paths alike.
-        pixels = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8, user_flip=0)
-        return RawImage(Image.fromarray(pixels), orientation, width, height, info, from_preview=False)
+        pixels = raw.postprocess(
+            half_size=True, use_camera_wb=True, output_bps=8, user_flip=0
+        )
+        return RawImage(
+            Image.fromarray(pixels),
+            orientation,
+            width,
+            height,
+            info,
+            from_preview=False,
+        )

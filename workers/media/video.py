@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from fractions import Fraction
 
 import av
 from PIL import Image, ImageStat
 
-# Where the representative frame is taken, as a fraction of the duration.
+# Position of the representative frame, as a fraction of the duration.
 FRAME_POSITION = 0.10
 # Frames decoded after the seek point while looking for the target time or for a
 # frame that is not almost black. Bounds the cost on long GOPs.
@@ -42,13 +42,11 @@ def _parse_creation_time(value: str | None) -> str | None:
     if text.startswith(_EPOCH_PLACEHOLDERS):
         return None
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc)
-        return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    return moment.replace(microsecond=0).isoformat()
+    # The offset is kept as written, so local capture time stays readable.
+    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def parse_iso6709(value: str) -> dict | None:
@@ -68,7 +66,7 @@ def parse_iso6709(value: str) -> dict | None:
 
 def _normalised_rotation(degrees: float) -> int:
     """Return the counter-clockwise rotation, one of 0, 90, 180 or 270."""
-    return int(round(degrees / 90.0)) * 90 % 360
+    return round(degrees / 90.0) * 90 % 360
 
 
 def _stream_rotation(stream: av.video.stream.VideoStream) -> int:
@@ -143,7 +141,9 @@ def _to_image(frame: av.VideoFrame, max_side: int) -> Image.Image:
     ).to_image()
 
 
-def grab_frame(container: av.container.InputContainer, max_side: int) -> VideoFrame | None:
+def grab_frame(
+    container: av.container.InputContainer, max_side: int
+) -> VideoFrame | None:
     """Decode a representative frame near ``FRAME_POSITION`` of the duration.
 
     The decoder seeks to the keyframe before the target and decodes forward to
@@ -162,7 +162,9 @@ def grab_frame(container: av.container.InputContainer, max_side: int) -> VideoFr
     time_base = stream.time_base or Fraction(1, av.time_base)
     if target_seconds > 0:
         try:
-            container.seek(int(target_seconds / time_base), stream=stream, backward=True)
+            container.seek(
+                int(target_seconds / time_base), stream=stream, backward=True
+            )
         except av.error.FFmpegError:
             container.seek(0)
 
@@ -174,12 +176,19 @@ def grab_frame(container: av.container.InputContainer, max_side: int) -> VideoFr
         for frame in container.decode(stream):
             decoded += 1
             passed_frame = frame
-            frame_seconds = float(frame.pts * time_base) if frame.pts is not None else target_seconds
+            frame_seconds = (
+                float(frame.pts * time_base)
+                if frame.pts is not None
+                else target_seconds
+            )
             reached_target = frame_seconds >= target_seconds - 1e-3
             if not reached_target and decoded < MAX_DECODED_FRAMES:
                 continue
             chosen, chosen_image = frame, _to_image(frame, max_side)
-            if _mean_luma(chosen_image) >= BLACK_FRAME_LUMA or decoded >= MAX_DECODED_FRAMES:
+            if (
+                _mean_luma(chosen_image) >= BLACK_FRAME_LUMA
+                or decoded >= MAX_DECODED_FRAMES
+            ):
                 break
             # Look further ahead for a frame that is not almost black.
             target_seconds = frame_seconds + 0.5
@@ -192,8 +201,13 @@ def grab_frame(container: av.container.InputContainer, max_side: int) -> VideoFr
             return None
         chosen, chosen_image = passed_frame, _to_image(passed_frame, max_side)
 
-    rotation = _normalised_rotation(chosen.rotation) if chosen.rotation else _stream_rotation(stream)
+    rotation = (
+        _normalised_rotation(chosen.rotation)
+        if chosen.rotation
+        else _stream_rotation(stream)
+    )
     if rotation:
         # Pillow's rotate() turns counter-clockwise, as the display matrix angle does.
+        # NOTE: mirroring in the display matrix is not applied.
         chosen_image = chosen_image.rotate(rotation, expand=True)
     return VideoFrame(image=chosen_image, rotation=rotation)

@@ -470,7 +470,7 @@ class Scanner:
         conn.execute(
             text(
                 "INSERT INTO scan_entries (scan_id, is_dir, path_hash, status, file_id) "
-                f"SELECT :scan, false, files.path_hash, 'missing', files.id "
+                f"SELECT CAST(:scan AS VARCHAR(32)), false, files.path_hash, 'missing', files.id "
                 f"FROM files WHERE {vanished}"
             ),
             params,

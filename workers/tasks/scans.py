@@ -62,7 +62,8 @@ def _finish(scan_id: str, status: str, message: str | None) -> None:
 
 
 @celery_app.task(name="scans.run", acks_late=True, ignore_result=True)
-def run_scan(scan_id: str) -> None:
+def run_scan(scan_id: str, on_batch=None) -> None:
+    """Run a queued scan. ``on_batch`` is called after each staged batch."""
     if not _claim(scan_id):
         log.info("scan_skipped", scan_id=scan_id, reason="finished or running")
         return
@@ -75,7 +76,11 @@ def run_scan(scan_id: str) -> None:
         _finish(scan_id, "interrupted", "the drive is not connected")
         return
     scanner = Scanner(
-        scan_id, source, source.mount_path, get_settings().scan_batch_size
+        scan_id,
+        source,
+        source.mount_path,
+        get_settings().scan_batch_size,
+        on_batch=on_batch,
     )
     try:
         counts = scanner.run()

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-04 16:15:10.492108
+Create Date: 2026-12-04 16:19:20.318785
 """
 
 from alembic import op
@@ -105,7 +105,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['org_id'], ['organizations.id'], name=op.f('fk_memberships_org_id_organizations'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_memberships_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_memberships')),
-    sa.UniqueConstraint('org_id', 'user_id', name=op.f('uq_memberships_org_id'))
+    sa.UniqueConstraint('org_id', 'user_id', name=op.f('uq_memberships_org_id_user_id'))
     )
     with op.batch_alter_table('memberships', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_memberships_org_id'), ['org_id'], unique=False)
@@ -119,7 +119,7 @@ def upgrade() -> None:
     sa.Column('created_at', core.db.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['org_id'], ['organizations.id'], name=op.f('fk_source_groups_org_id_organizations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_source_groups')),
-    sa.UniqueConstraint('org_id', 'name', name=op.f('uq_source_groups_org_id'))
+    sa.UniqueConstraint('org_id', 'name', name=op.f('uq_source_groups_org_id_name'))
     )
     with op.batch_alter_table('source_groups', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_source_groups_org_id'), ['org_id'], unique=False)
@@ -148,8 +148,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['group_id'], ['source_groups.id'], name=op.f('fk_sources_group_id_source_groups'), ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['org_id'], ['organizations.id'], name=op.f('fk_sources_org_id_organizations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_sources')),
-    sa.UniqueConstraint('org_id', 'name', name=op.f('uq_sources_org_id')),
-    sa.UniqueConstraint('org_id', 'volume_id', name=op.f('uq_sources_org_id'))
+    sa.UniqueConstraint('org_id', 'name', name=op.f('uq_sources_org_id_name')),
+    sa.UniqueConstraint('org_id', 'volume_id', name=op.f('uq_sources_org_id_volume_id'))
     )
     with op.batch_alter_table('sources', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_sources_org_id'), ['org_id'], unique=False)
@@ -186,7 +186,7 @@ def upgrade() -> None:
     sa.Column('error', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['source_id'], ['sources.id'], name=op.f('fk_files_source_id_sources'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_files')),
-    sa.UniqueConstraint('source_id', 'path_hash', name=op.f('uq_files_source_id'))
+    sa.UniqueConstraint('source_id', 'path_hash', name=op.f('uq_files_source_id_path_hash'))
     )
     with op.batch_alter_table('files', schema=None) as batch_op:
         batch_op.create_index('ix_files_checksum', ['org_id', 'checksum'], unique=False)
@@ -203,7 +203,7 @@ def upgrade() -> None:
     sa.Column('name', sa.Text(), nullable=False),
     sa.ForeignKeyConstraint(['source_id'], ['sources.id'], name=op.f('fk_folders_source_id_sources'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_folders')),
-    sa.UniqueConstraint('source_id', 'path_hash', name=op.f('uq_folders_source_id'))
+    sa.UniqueConstraint('source_id', 'path_hash', name=op.f('uq_folders_source_id_path_hash'))
     )
     with op.batch_alter_table('folders', schema=None) as batch_op:
         batch_op.create_index('ix_folders_parent', ['source_id', 'parent_hash'], unique=False)

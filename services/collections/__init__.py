@@ -1,0 +1,1 @@
+"""The collections service: curated, ordered sets of catalog files."""

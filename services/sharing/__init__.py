@@ -1,0 +1,1 @@
+"""The sharing service: revocable public links to collections."""

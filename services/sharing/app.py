@@ -1,0 +1,12 @@
+"""The sharing service's Flask app factory."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from core.web import create_base_app
+
+
+def create_app() -> Flask:
+    app, _api = create_base_app("sharing", "Archive sharing API")
+    return app

@@ -1,0 +1,348 @@
+"""Reconciliation of drive walks with the catalog, on real files."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+
+import pytest
+
+from tests.catalog.helpers import connect, files_by_path, run_active_scan, scan
+
+
+def payload(tag: str, size: int = 3000) -> bytes:
+    return (tag.encode() * (size // len(tag) + 1))[:size]
+
+
+@pytest.fixture
+def drive(drive_factory):
+    return drive_factory(
+        "shoot",
+        {
+            "a/one.jpg": payload("one"),
+            "a/two.jpg": payload("two"),
+            "b/three.mov": payload("three", 400_000),
+            "notes.txt": b"hello",
+        },
+    )
+
+
+def test_cold_scan_catalogues_every_file(owner, drive):
+    source = connect(owner, drive)
+    result = run_active_scan(owner, source)
+    assert result["status"] == "succeeded"
+    assert result["complete"] is True
+    assert result["counts"]["new"] == 4
+    files = files_by_path(owner)
+    assert sorted(files) == ["a/one.jpg", "a/two.jpg", "b/three.mov", "notes.txt"]
+    assert all(f["state"] == "online" for f in files.values())
+
+
+def test_move_between_folders_keeps_id(owner, drive):
+    source = connect(owner, drive)
+    run_active_scan(owner, source)
+    before = files_by_path(owner)
+    os.rename(drive / "a/one.jpg", drive / "b/one.jpg")
+    result = scan(owner, source)
+    after = files_by_path(owner)
+    assert result["counts"]["moved"] == 1
+    assert result["counts"]["missing"] == 0
+    assert after["b/one.jpg"]["id"] == before["a/one.jpg"]["id"]
+    assert "a/one.jpg" not in after
+
+
+def test_folder_rename_keeps_ids(owner, drive):
+    source = connect(owner, drive)
+    run_active_scan(owner, source)
+    before = files_by_path(owner)
+    os.rename(drive / "a", drive / "renamed")
+    result = scan(owner, source)
+    after = files_by_path(owner)
+    assert result["counts"]["moved"] == 2
+    assert after["renamed/one.jpg"]["id"] == before["a/one.jpg"]["id"]
+    assert after["renamed/two.jpg"]["id"] == before["a/two.jpg"]["id"]
+    folders = owner.get(f"/api/v1/sources/{source['id']}/folder").json["folders"]
+    assert [f["name"] for f in folders] == ["b", "renamed"]
+
+
+def test_case_only_rename_keeps_id(owner, drive):
+    source = connect(owner, drive)
+    run_active_scan(owner, source)
+    before = files_by_path(owner)
+    os.rename(drive / "a/one.jpg", drive / "a/ONE.JPG")
+    scan(owner, source)
+    after = files_by_path(owner)
+    assert after["a/ONE.JPG"]["id"] == before["a/one.jpg"]["id"]
+    assert "a/one.jpg" not in after
+
+
+def test_duplicates_moved_pair_deterministically(owner, drive_factory):
+    same = payload("dup")
+    root = drive_factory("dups", {"x/1.jpg": same, "x/2.jpg": same, "x/3.jpg": same})
+    source = connect(owner, root)
+    run_active_scan(owner, source)
+    before = files_by_path(owner)
+    assert len({f["id"] for f in before.values()}) == 3
+    os.rename(root / "x", root / "y")
+    result = scan(owner, source)
+    after = files_by_path(owner)
+    assert result["counts"]["moved"] == 3
+    # Pairing is by path order: the n-th old path goes to the n-th new path.
+    for name in ("1.jpg", "2.jpg", "3.jpg"):
+        assert after[f"y/{name}"]["id"] == before[f"x/{name}"]["id"]
+
+
+def test_duplicate_copy_is_a_new_file(owner, drive):
+    source = connect(owner, drive)
+    run_active_scan(owner, source)
+    before = files_by_path(owner)
+    shutil.copy2(drive / "a/one.jpg", drive / "a/one-copy.jpg")
+    result = scan(owner, source)
+    after = files_by_path(owner)
+    assert result["counts"]["new"] == 1
+    assert after["a/one.jpg"]["id"] == before["a/one.jpg"]["id"]
+    assert after["a/one-copy.jpg"]["id"] != after["a/one.jpg"]["id"]
+
+
+def test_changed_content_same_size_and_mtime_keeps_id(owner, drive):
+    source = connect(owner, drive)
+    run_active_scan(owner, source)
+    before = owner.get(f"/api/v1/files/{files_by_path(owner)['a/one.jpg']['id']}").json
+    path = drive / "a/one.jpg"
+    stat = path.stat()
+    path.write_bytes(payload("ONE"))  # same size, different bytes
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    assert path.stat().st_mtime_ns == stat.st_mtime_ns
+    result = scan(owner, source)
+    after = owner.get(f"/api/v1/files/{before['id']}").json
+    assert result["counts"]["changed"] == 1
+    assert after["fingerprint"] != before["fingerprint"]
+    assert after["path"] == "a/one.jpg"
+
+
+def test_fingerprint_separates_equal_size_and_mtime(owner, drive_factory):
+    root = drive_factory("twins", {"p.bin": payload("p", 5000), "q.bin": payload("q", 5000)})
+    os.utime(root / "q.bin", ns=((root / "p.bin").stat().st_atime_ns, (root / "p.bin").stat().st_mtime_ns))
+    source = connect(owner, root)
+    run_active_scan(owner, source)
+    files = files_by_path(owner)
+    shown = [owner.get(f"/api/v1/files/{f['id']}").json for f in files.values()]
+    assert shown[0]["fingerprint"] != shown[1]["fingerprint"]
+
+
+def test_deleted_file_goes_missing_and_returns(owner, drive):
+    source = connect(owner, drive)
+    run_active_scan(owner, source)
+    before = files_by_path(owner)
+    data = (drive / "notes.txt").read_bytes()
+    (drive / "notes.txt").unlink()
+    result = scan(owner, source)
+    assert result["counts"]["missing"] == 1
+    missing = files_by_path(owner, state="missing")
+    assert list(missing) == ["notes.txt"]
+    (drive / "notes.txt").write_bytes(data)
+    result = scan(owner, source)
+    assert result["counts"]["restored"] == 1
+    after = files_by_path(owner)
+    assert after["notes.txt"]["id"] == before["notes.txt"]["id"]
+    assert after["notes.txt"]["state"] == "online"
+
+
+def test_unchanged_rescan_reads_nothing(owner, drive):
+    source = connect(owner, drive)
+    run_active_scan(owner, source)
+    result = scan(owner, source)
+    counts = result["counts"]
+    assert counts["unchanged"] == 4
+    assert counts["new"] == counts["changed"] == counts["moved"] == counts["missing"] == 0
+
+
+def test_drive_pulled_mid_scan_marks_nothing_missing(owner, drive_factory, tmp_path):
+    root = drive_factory("big", {f"d{i:02}/f{j}.jpg": payload(f"{i}-{j}") for i in range(10) for j in range(20)})
+    source = connect(owner, root)
+    run_active_scan(owner, source)
+    before = files_by_path(owner)
+    pulled = tmp_path / "pulled"
+
+    def pull_drive(counts):
+        if counts.files >= 50 and root.exists():
+            os.rename(root, pulled)
+            root.mkdir()  # the mount point stays, empty
+
+    result = scan(owner, source, on_batch=pull_drive)
+    assert result["status"] == "interrupted"
+    assert result["complete"] is False
+    after = files_by_path(owner)
+    assert len(after) == len(before)
+    assert all(f["state"] == "online" for f in after.values())
+    assert files_by_path(owner, state="missing") == {}
+
+
+def test_disconnect_mid_scan_stops_cleanly(owner, drive_factory):
+    root = drive_factory("big", {f"d{i:02}/f{j}.jpg": payload(f"{i}-{j}") for i in range(10) for j in range(20)})
+    source = connect(owner, root)
+    run_active_scan(owner, source)
+    shutil.rmtree(root / "d05")
+
+    def disconnect(counts):
+        owner.post(f"/api/v1/sources/{source['id']}/disconnect")
+
+    result = scan(owner, source, on_batch=disconnect)
+    assert result["status"] == "interrupted"
+    assert "disconnected" in result["message"]
+    assert files_by_path(owner, state="missing") == {}
+
+
+def test_empty_mount_point_is_not_a_wiped_drive(owner, drive, tmp_path):
+    source = connect(owner, drive)
+    run_active_scan(owner, source)
+    os.rename(drive, tmp_path / "elsewhere")
+    drive.mkdir()
+    result = scan(owner, source)
+    assert result["status"] == "interrupted"
+    assert "not mounted" in result["message"] or "volume marker" in result["message"]
+    assert files_by_path(owner, state="missing") == {}
+
+
+def test_drive_with_all_files_deleted_marks_them_missing(owner, drive):
+    source = connect(owner, drive)
+    run_active_scan(owner, source)
+    for child in list(drive.iterdir()):
+        if child.name.startswith(".archive-volume"):
+            continue
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    result = scan(owner, source)
+    assert result["status"] == "succeeded"
+    assert result["counts"]["missing"] == 4
+
+
+def test_remount_at_new_path_is_same_source(owner, drive, tmp_path):
+    source = connect(owner, drive)
+    run_active_scan(owner, source)
+    before = files_by_path(owner)
+    owner.post(f"/api/v1/sources/{source['id']}/disconnect")
+    new_mount = tmp_path / "other-mount" / "SHOOT"
+    new_mount.parent.mkdir()
+    os.rename(drive, new_mount)
+    again = connect(owner, new_mount, host="inline-host")
+    assert again["id"] == source["id"]
+    assert again["mount_path"] == str(new_mount)
+    result = run_active_scan(owner, again)
+    after = files_by_path(owner)
+    assert result["counts"]["missing"] == 0
+    assert {p: f["id"] for p, f in after.items()} == {p: f["id"] for p, f in before.items()}
+    sources = owner.get("/api/v1/sources").json["items"]
+    assert len(sources) == 1
+
+
+def test_disconnect_reconnect_unchanged(owner, drive):
+    source = connect(owner, drive)
+    run_active_scan(owner, source)
+    before = files_by_path(owner)
+    owner.post(f"/api/v1/sources/{source['id']}/disconnect")
+    offline = files_by_path(owner)
+    assert all(f["state"] == "offline" for f in offline.values())
+    again = connect(owner, drive)
+    result = run_active_scan(owner, again)
+    after = files_by_path(owner)
+    assert result["counts"]["missing"] == 0
+    assert result["counts"]["new"] == 0
+    assert {p: f["id"] for p, f in after.items()} == {p: f["id"] for p, f in before.items()}
+    assert all(f["state"] == "online" for f in after.values())
+
+
+def test_interrupted_scan_is_redone_by_next_scan(owner, drive):
+    source = connect(owner, drive)
+    run_active_scan(owner, source)
+    before = files_by_path(owner)
+    os.rename(drive / "a/one.jpg", drive / "b/one.jpg")
+
+    def crash(counts):
+        raise RuntimeError("worker died")
+
+    result = scan(owner, source, on_batch=crash)
+    assert result["status"] == "failed"
+    assert files_by_path(owner)["a/one.jpg"]["id"] == before["a/one.jpg"]["id"]
+    result = scan(owner, source)
+    assert result["counts"]["moved"] == 1
+    assert files_by_path(owner)["b/one.jpg"]["id"] == before["a/one.jpg"]["id"]
+
+
+def test_hostile_tree(owner, drive_factory):
+    root = drive_factory("hostile", {"ok/fine.jpg": payload("fine"), "locked/inside.jpg": payload("in")})
+    # A symlink loop and a link pointing out of the drive.
+    os.symlink("..", root / "ok" / "loop")
+    os.symlink("/etc", root / "escape")
+    # A name that is not valid UTF-8.
+    bad_name = os.path.join(os.fsencode(root / "ok"), b"caf\xe9.jpg")
+    with open(bad_name, "wb") as handle:
+        handle.write(payload("latin1"))
+    # A path of about 4,000 characters, beyond what one open() call allows.
+    deep = os.fsencode(root)
+    fd = os.open(deep, os.O_RDONLY)
+    rel = []
+    for i in range(16):
+        part = (f"{i:02}" + "x" * 248).encode()
+        os.mkdir(part, dir_fd=fd)
+        new_fd = os.open(part, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = new_fd
+        rel.append(part)
+    leaf = os.open(b"deep.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(leaf, payload("deep"))
+    os.close(leaf)
+    os.close(fd)
+    (root / "zero.jpg").write_bytes(b"")
+    source = connect(owner, root)
+    first = run_active_scan(owner, source)
+    assert first["status"] == "succeeded"
+    files = files_by_path(owner)
+    deep_path = "/".join(p.decode() for p in rel) + "/deep.jpg"
+    assert len(deep_path) > 4000
+    assert deep_path in files
+    assert "ok/caf\ufffd.jpg" in files
+    assert "zero.jpg" in files
+    assert not any(p.startswith("escape") or "/loop/" in p for p in files)
+
+
+
+def test_unreadable_folder_keeps_its_files(owner, drive_factory, monkeypatch):
+    root = drive_factory("locked", {"ok/fine.jpg": payload("fine"), "locked/inside.jpg": payload("in")})
+    source = connect(owner, root)
+    run_active_scan(owner, source)
+    # Root ignores permission bits, so a denied open is simulated for the
+    # folder named "locked"; every other call reaches the real filesystem.
+    import workers.scan.walker as walker
+
+    real_open = os.open
+
+    def deny_locked(path, flags, *args, **kwargs):
+        if path in ("locked", b"locked") and flags & os.O_DIRECTORY:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(walker.os, "open", deny_locked)
+    (root / "ok/fine.jpg").unlink()
+    result = scan(owner, source)
+    monkeypatch.undo()
+    assert result["status"] == "succeeded"
+    missing = files_by_path(owner, state="missing")
+    assert list(missing) == ["ok/fine.jpg"]
+    assert files_by_path(owner)["locked/inside.jpg"]["state"] == "online"
+    assert any(i["kind"] == "unreadable_folder" for i in result["issues"])
+
+
+def test_corpus_matches_manifest(owner, corpus):
+    rows = list(csv.DictReader(open(corpus / "MANIFEST.tsv"), delimiter="\t"))
+    for drive_name in ("drive-a", "drive-b"):
+        source = connect(owner, corpus / drive_name)
+        result = run_active_scan(owner, source)
+        expected = {r["path"].split("/", 1)[1]: r for r in rows if r["path"].startswith(drive_name + "/")}
+        assert result["counts"]["files"] == len(expected)
+        files = files_by_path(owner, drive=drive_name)
+        assert sorted(files) == sorted(expected)
+        for path, row in expected.items():
+            assert files[path]["media_type"] == row["media_type"], path
+            assert files[path]["size"] == int(row["bytes"]), path

@@ -1,0 +1,342 @@
+"""analyze() on inputs the tests make themselves, so they run without the corpus."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import threading
+
+import av
+import numpy
+import pytest
+from PIL import Image, ImageStat
+from PIL.ExifTags import GPS, IFD, Base
+
+from workers.media.analyze import analyze
+from workers.media.images import PixelLimitError
+
+
+def _open(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def _mean_rgb(image: Image.Image) -> tuple[float, ...]:
+    return tuple(ImageStat.Stat(image.convert("RGB")).mean)
+
+
+def _half_white_image(width: int, height: int) -> Image.Image:
+    """Return an RGB image whose left half is white and right half black."""
+    image = Image.new("RGB", (width, height), "black")
+    image.paste((255, 255, 255), (0, 0, width // 2, height))
+    return image
+
+
+def _camera_exif() -> Image.Exif:
+    exif = Image.Exif()
+    exif[Base.Make] = "TestCam"
+    exif[Base.Model] = "Model 7"
+    exif[Base.Orientation] = 6
+    details = exif.get_ifd(IFD.Exif)
+    details[Base.DateTimeOriginal] = "2021:07:04 09:30:15"
+    details[Base.OffsetTimeOriginal] = "+02:00"
+    details[Base.ExposureTime] = 1 / 250
+    details[Base.FNumber] = 2.8
+    details[Base.ISOSpeedRatings] = 400
+    details[Base.FocalLength] = 35.0
+    gps = exif.get_ifd(IFD.GPSInfo)
+    gps[GPS.GPSLatitudeRef] = "S"
+    gps[GPS.GPSLatitude] = (33.0, 51.0, 36.0)
+    gps[GPS.GPSLongitudeRef] = "E"
+    gps[GPS.GPSLongitude] = (151.0, 12.0, 0.0)
+    gps[GPS.GPSAltitude] = 12.5
+    return exif
+
+
+def test_jpeg_exif_metadata(tmp_path):
+    path = tmp_path / "camera.jpg"
+    _half_white_image(400, 300).save(path, exif=_camera_exif())
+    result = analyze(str(path))
+    assert result.media_type == "image/jpeg"
+    assert result.error is None
+    assert result.info["camera_make"] == "TestCam"
+    assert result.info["camera_model"] == "Model 7"
+    assert result.info["captured_at"] == "2021-07-04T09:30:15+02:00"
+    assert result.info["shutter_speed"] == "1/250"
+    assert result.info["aperture"] == 2.8
+    assert result.info["iso"] == 400
+    assert result.info["focal_length"] == 35
+    assert result.info["gps"]["latitude"] == pytest.approx(-33.86)
+    assert result.info["gps"]["longitude"] == pytest.approx(151.2)
+    assert result.info["gps"]["altitude"] == 12.5
+
+
+def test_jpeg_orientation_six_is_turned_upright(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    _half_white_image(400, 300).save(path, exif=_camera_exif())
+    result = analyze(str(path))
+    thumbnail = _open(result.thumbnail)
+    assert (result.info["width"], result.info["height"]) == (300, 400)
+    assert thumbnail.size == (240, 320)
+    # Orientation 6 means the stored image is turned 90 degrees clockwise to
+    # display, so the stored left (white) half ends up on top.
+    top = thumbnail.crop((0, 0, 240, 150))
+    bottom = thumbnail.crop((0, 170, 240, 320))
+    assert _mean_rgb(top)[0] > 200
+    assert _mean_rgb(bottom)[0] < 50
+
+
+def test_large_jpeg_gets_both_sizes(tmp_path):
+    path = tmp_path / "large.jpg"
+    Image.new("RGB", (4000, 3000), (30, 120, 200)).save(path, quality=90)
+    result = analyze(str(path))
+    assert _open(result.preview).size == (1440, 1080)
+    assert _open(result.thumbnail).size == (320, 240)
+    assert result.rendition_format == "webp"
+    assert _open(result.thumbnail).format == "WEBP"
+
+
+def test_jpeg_rendition_format(tmp_path):
+    path = tmp_path / "alpha.png"
+    Image.new("RGBA", (50, 40), (255, 0, 0, 0)).save(path)
+    result = analyze(str(path), rendition_format="jpeg")
+    thumbnail = _open(result.thumbnail)
+    assert result.rendition_format == "jpeg"
+    assert thumbnail.format == "JPEG"
+    # Transparent pixels are flattened onto white.
+    assert min(_mean_rgb(thumbnail)) > 240
+
+
+def test_cmyk_jpeg_colours_not_inverted(tmp_path):
+    path = tmp_path / "cmyk.jpg"
+    Image.new("RGB", (200, 100), (220, 30, 30)).convert("CMYK").save(path)
+    result = analyze(str(path))
+    red, green, blue = _mean_rgb(_open(result.thumbnail))
+    assert result.info["colour_space"] == "CMYK"
+    assert red > 180
+    assert green < 80
+    assert blue < 80
+
+
+def test_sixteen_bit_png_not_clipped(tmp_path):
+    path = tmp_path / "deep.png"
+    gradient = numpy.tile(numpy.linspace(0, 65535, 256, dtype=numpy.uint16), (64, 1))
+    Image.fromarray(gradient).save(path)
+    result = analyze(str(path))
+    thumbnail = _open(result.thumbnail).convert("L")
+    assert result.error is None
+    left = ImageStat.Stat(thumbnail.crop((0, 0, 32, 64))).mean[0]
+    right = ImageStat.Stat(thumbnail.crop((224, 0, 256, 64))).mean[0]
+    assert left < 30
+    assert right > 225
+
+
+def test_palette_png_with_transparency(tmp_path):
+    path = tmp_path / "palette.png"
+    image = Image.new("P", (100, 100), 1)
+    image.putpalette([0, 0, 0, 0, 200, 0] + [0] * 762)
+    image.info["transparency"] = 0
+    image.save(path, transparency=0)
+    result = analyze(str(path))
+    thumbnail = _open(result.thumbnail)
+    assert thumbnail.size == (100, 100)
+    assert _mean_rgb(thumbnail)[1] > 150
+
+
+def test_animated_gif_first_frame(tmp_path):
+    path = tmp_path / "animated.gif"
+    frames = [
+        Image.new("RGB", (60, 40), colour)
+        for colour in ((255, 0, 0), (0, 0, 255), (0, 255, 0))
+    ]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    result = analyze(str(path))
+    assert result.info["frames"] == 3
+    red, green, blue = _mean_rgb(_open(result.thumbnail))
+    assert red > 200
+    assert green < 50
+    assert blue < 50
+
+
+def test_multipage_tiff_first_page(tmp_path):
+    path = tmp_path / "pages.tiff"
+    pages = [Image.new("RGB", (80, 60), "white"), Image.new("RGB", (30, 90), "black")]
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    result = analyze(str(path))
+    assert result.info["page_count"] == 2
+    assert (result.info["width"], result.info["height"]) == (80, 60)
+    assert _mean_rgb(_open(result.thumbnail))[0] > 240
+
+
+def test_pdf_made_by_pillow(tmp_path):
+    path = tmp_path / "two-pages.pdf"
+    pages = [Image.new("RGB", (200, 100), "blue"), Image.new("RGB", (200, 100), "red")]
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    result = analyze(str(path))
+    assert result.kind == "document"
+    assert result.info["page_count"] == 2
+    red, green, blue = _mean_rgb(_open(result.thumbnail))
+    assert blue > 200
+    assert red < 50
+    assert green < 50
+
+
+def test_lying_extension_uses_content(tmp_path):
+    path = tmp_path / "picture.mp4"
+    Image.new("RGB", (64, 48), "green").save(path, format="PNG")
+    result = analyze(str(path))
+    assert result.media_type == "image/png"
+    assert result.kind == "image"
+    assert result.thumbnail is not None
+
+
+def test_bytes_path_not_utf8(tmp_path):
+    raw_path = bytes(tmp_path) + b"/name\xff.jpg"
+    with open(raw_path, "wb") as handle:
+        Image.new("RGB", (64, 48), "green").save(handle, format="JPEG")
+    result = analyze(raw_path)
+    assert result.media_type == "image/jpeg"
+    assert result.thumbnail is not None
+
+
+def test_decompression_bomb_png_rejected(bomb_png):
+    assert bomb_png.stat().st_size < 100_000
+    result = analyze(str(bomb_png))
+    assert result.media_type == "image/png"
+    assert result.error.startswith("decompression bomb:")
+    assert result.thumbnail is None
+
+
+def test_pixel_limit_below_pillow_default(tmp_path):
+    path = tmp_path / "wide.png"
+    Image.new("L", (3000, 2000)).save(path)
+    result = analyze(str(path), max_pixels=1_000_000)
+    assert (
+        result.error
+        == "decompression bomb: 3000x2000 pixels exceeds the limit of 1000000 pixels"
+    )
+    assert str(PixelLimitError(3000, 2000, 1_000_000)) == result.error
+
+
+def test_invalid_arguments_raise(tmp_path):
+    path = tmp_path / "small.png"
+    Image.new("L", (10, 10)).save(path)
+    with pytest.raises(ValueError):
+        analyze(str(path), rendition_format="gif")
+    with pytest.raises(ValueError):
+        analyze(str(path), thumb_size=2000)
+
+
+def test_missing_file_reports_error(tmp_path):
+    result = analyze(str(tmp_path / "missing.jpg"))
+    assert result.error.startswith("cannot read file")
+
+
+def test_garbage_after_jpeg_magic(tmp_path):
+    path = tmp_path / "garbage.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8)
+    result = analyze(str(path))
+    assert result.media_type == "image/jpeg"
+    assert result.error
+    assert result.thumbnail is None
+
+
+def test_rotated_video_written_by_pyav(tmp_path):
+    path = tmp_path / "rotated.mp4"
+    _write_video(path, width=64, height=32, frames=20, rotation=90)
+    result = analyze(str(path))
+    assert result.media_type == "video/mp4"
+    assert result.error is None
+    assert (result.info["width"], result.info["height"]) == (32, 64)
+    assert result.info["video_codec"] == "h264"
+    assert result.info["duration"] == pytest.approx(2.0, abs=0.2)
+    assert result.info["frame_rate"] == 10
+    thumbnail = _open(result.thumbnail)
+    assert thumbnail.height > thumbnail.width
+    # A 90-degree counter-clockwise turn moves the white left half to the bottom.
+    top = thumbnail.crop((0, 0, thumbnail.width, thumbnail.height // 2 - 4))
+    bottom = thumbnail.crop(
+        (0, thumbnail.height // 2 + 4, thumbnail.width, thumbnail.height)
+    )
+    assert _mean_rgb(top)[0] < 60
+    assert _mean_rgb(bottom)[0] > 190
+
+
+def test_video_skips_black_opening(tmp_path):
+    path = tmp_path / "fade-in.mp4"
+    _write_video(path, width=64, height=48, frames=30, rotation=0, black_frames=12)
+    result = analyze(str(path))
+    assert _mean_rgb(_open(result.thumbnail))[0] > 60
+
+
+def test_svg_external_reference_not_fetched(tmp_path):
+    requests: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *arguments):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        path = tmp_path / "drawing.svg"
+        path.write_text(
+            '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+            'width="120px" height="80">'
+            f'<image xlink:href="{url}/image.png" width="10" height="10"/>'
+            f'<use href="{url}/sprite.svg#icon"/></svg>'
+        )
+        result = analyze(str(path))
+        entity_path = tmp_path / "entity.svg"
+        entity_path.write_text(
+            f'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY x SYSTEM "{url}/entity">]>'
+            '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">&x;</svg>'
+        )
+        entity_result = analyze(str(entity_path))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert requests == []
+    assert result.media_type == "image/svg+xml"
+    assert result.thumbnail is None
+    assert result.error is None
+    assert (result.info["width"], result.info["height"]) == (120, 80)
+    assert entity_result.thumbnail is None
+    assert "rejected" in entity_result.error
+
+
+def test_svg_size_from_view_box(tmp_path):
+    path = tmp_path / "icon.svg"
+    path.write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" width="100%" viewBox="0 0 48 24"></svg>'
+    )
+    result = analyze(str(path))
+    assert (result.info["width"], result.info["height"]) == (48, 24)
+
+
+def _write_video(path, *, width, height, frames, rotation, black_frames=0):
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width = width
+        stream.height = height
+        stream.pix_fmt = "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
+        picture = numpy.asarray(_half_white_image(width, height))
+        black = numpy.zeros_like(picture)
+        for index in range(frames):
+            pixels = black if index < black_frames else picture
+            for packet in stream.encode(
+                av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            ):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
