@@ -18,18 +18,32 @@ SOURCE_STATE = "catalog.source_state"
 GROUP_CHANGED = "catalog.group_changed"
 
 
-def file_facts(file: File | object, source_name: str = "") -> dict:
+def file_facts(
+    file: File | object,
+    source_name: str = "",
+    source_state: str | None = None,
+    group_id: str | None = None,
+) -> dict:
+    """The facts of a file that other services keep in their read models.
+
+    ``updated_at`` orders facts: a consumer ignores facts older than the ones
+    it holds, so a replayed or late event never overwrites newer facts.
+    """
     info = file.media_info or {}
     return {
         "id": file.id,
         "org_id": file.org_id,
         "source_id": file.source_id,
         "source_name": source_name,
+        "source_state": source_state,
+        "group_id": group_id,
         "path": file.path,
         "name": file.name,
         "media_type": file.media_type,
         "kind": file.kind,
         "size": file.size,
+        "fingerprint": file.fingerprint,
+        "checksum": file.checksum,
         "presence": file.presence,
         "content_version": file.content_version,
         "rendition_state": file.rendition_state,
@@ -59,13 +73,21 @@ def insert_events(conn: Connection, topic: str, payloads: list[dict]) -> None:
         )
 
 
-def publish_files(conn: Connection, file_ids: list[str], source_name: str) -> None:
+def facts_for(conn: Connection, file_ids: list[str]) -> list[dict]:
+    rows = conn.execute(
+        select(File, Source.name, Source.state, Source.group_id)
+        .join(Source, Source.id == File.source_id)
+        .where(File.id.in_(file_ids))
+    ).all()
+    return [file_facts(f, name, state, group) for f, name, state, group in rows]
+
+
+def publish_files(conn: Connection, file_ids: list[str], source_name: str = "") -> None:
     """Publish the current facts of ``file_ids`` in chunks."""
     for start in range(0, len(file_ids), CHUNK):
-        chunk = file_ids[start : start + CHUNK]
-        files = conn.execute(select(File).where(File.id.in_(chunk))).all()
-        facts = [file_facts(row, source_name) for row in files]
-        insert_events(conn, FILES_UPDATED, [{"files": facts}])
+        facts = facts_for(conn, file_ids[start : start + CHUNK])
+        if facts:
+            insert_events(conn, FILES_UPDATED, [{"files": facts}])
 
 
 def publish_file_changes(conn: Connection, scan_id: str, source: Source) -> None:

@@ -93,6 +93,36 @@ class Files(MethodView):
         return paginate_files(db(), search_query(principal, args), args)
 
 
+@blp.route("/files/lookup")
+class FileLookup(MethodView):
+    @blp.arguments(schemas.FileIdsSchema)
+    @blp.response(200)
+    def post(self, data):
+        """Return the facts of the given files that the caller may see.
+
+        ``not_found`` lists ids that do not exist or are hidden from the
+        caller; the two cases are not told apart.
+        """
+        from services.catalog.events import facts_for
+
+        principal = current_principal()
+        session = db()
+        wanted = list(dict.fromkeys(data["ids"]))
+        visible = set(
+            session.scalars(
+                visible_files(principal)
+                .with_only_columns(File.id)
+                .where(File.id.in_(wanted))
+            ).all()
+        )
+        facts = facts_for(session.connection(), [i for i in wanted if i in visible])
+        by_id = {fact["id"]: fact for fact in facts}
+        return {
+            "items": [by_id[i] for i in wanted if i in by_id],
+            "not_found": [i for i in wanted if i not in by_id],
+        }
+
+
 @blp.route("/files/<file_id>")
 class FileItem(MethodView):
     @blp.response(200, schemas.FileSchema)
