@@ -7,6 +7,7 @@ consumer never has to call the catalog back.
 from __future__ import annotations
 
 from sqlalchemy import Connection, select
+from sqlalchemy.orm import Session
 
 from core.db import new_id, utcnow
 from services.catalog.models import File, OutboxEvent, ScanEntry, Source
@@ -74,7 +75,10 @@ def insert_events(conn: Connection, topic: str, payloads: list[dict]) -> None:
 
 
 def facts_for(conn: Connection, file_ids: list[str]) -> list[dict]:
-    rows = conn.execute(
+    # An ORM session on the caller's connection, so the read sees the
+    # caller's uncommitted changes.
+    session = Session(bind=conn)
+    rows = session.execute(
         select(File, Source.name, Source.state, Source.group_id)
         .join(Source, Source.id == File.source_id)
         .where(File.id.in_(file_ids))
