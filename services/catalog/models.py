@@ -156,6 +156,8 @@ class Folder(Base):
     path_hash: Mapped[str] = mapped_column(String(32))
     parent_hash: Mapped[str | None] = mapped_column(String(32), nullable=True)
     name: Mapped[str] = mapped_column(Text)
+    # Digest of the folder's file names and stat fields at the last scan.
+    signature: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class File(Base):

@@ -346,3 +346,38 @@ def test_corpus_matches_manifest(owner, corpus):
         for path, row in expected.items():
             assert files[path]["media_type"] == row["media_type"], path
             assert files[path]["size"] == int(row["bytes"]), path
+
+
+def test_large_folder_listed_in_chunks(owner, drive_factory):
+    # The test settings list folders in chunks of 50 entries, so this folder
+    # takes the per-file path rather than the folder-signature one.
+    files = {f"big/f{i:03}.jpg": payload(f"big-{i}") for i in range(120)}
+    root = drive_factory("chunked", files)
+    source = connect(owner, root)
+    first = run_active_scan(owner, source)
+    assert first["counts"]["new"] == 120
+    before = files_by_path(owner)
+    os.rename(root / "big/f007.jpg", root / "big/renamed.jpg")
+    (root / "big/f100.jpg").unlink()
+    (root / "big/added.jpg").write_bytes(payload("added"))
+    result = scan(owner, source)
+    counts = result["counts"]
+    assert counts["moved"] == 1
+    assert counts["missing"] == 1
+    assert counts["new"] == 1
+    assert counts["unchanged"] == 118
+    after = files_by_path(owner)
+    assert after["big/renamed.jpg"]["id"] == before["big/f007.jpg"]["id"]
+    assert files_by_path(owner, state="missing").keys() == {"big/f100.jpg"}
+
+
+def test_unchanged_folder_skips_lookup_but_sees_changes(owner, drive):
+    source = connect(owner, drive)
+    run_active_scan(owner, source)
+    scan(owner, source)
+    # A touched file changes its folder's signature; the others stay skipped.
+    path = drive / "a/two.jpg"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000_000))
+    result = scan(owner, source)
+    assert result["counts"]["touched"] == 1
+    assert result["counts"]["unchanged"] == 3

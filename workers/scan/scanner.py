@@ -5,10 +5,15 @@ changes until the walk has finished: then one transaction pairs moves by
 fingerprint, applies changes, inserts new files and marks missing the files
 whose paths were not seen. An interrupted scan therefore changes nothing,
 and a later scan redoes the walk.
+
+The first scan of a drive (no files catalogued yet) has nothing to pair or
+mark missing, so it writes files directly. If it is interrupted, the files
+it wrote stay and the next scan treats them like any catalogued file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
@@ -20,7 +25,7 @@ from sqlalchemy import Connection, bindparam, delete, select, text, update
 
 from core.db import get_engine, utcnow
 from core.logs import get_logger
-from services.catalog.models import File, Scan, ScanEntry, ScanIssue, Source
+from services.catalog.models import File, Folder, Scan, ScanEntry, ScanIssue, Source
 from workers.media.detect import kind_of
 from workers.scan.staging import bulk_insert
 from workers.scan.volume import read_volume_id
@@ -41,8 +46,16 @@ FULL_COLUMNS = [
     "mtime_ns", "ctime_ns", "inode", "fingerprint", "media_type", "error",
 ]  # fmt: skip
 SHORT_COLUMNS = ["scan_id", "is_dir", "path_hash", "status", "file_id"]
+FILE_COLUMNS = [
+    "id", "org_id", "source_id", "path", "path_bytes", "path_hash", "folder",
+    "folder_hash", "name", "name_lower", "extension", "size", "mtime_ns",
+    "ctime_ns", "inode", "fingerprint", "media_type", "kind", "presence",
+    "first_seen_at", "updated_at", "content_version", "rendition_state", "error",
+]  # fmt: skip
+VISUAL_KINDS = ("image", "video", "document")
 ROOT_FOLDER_HASH = path_hash(b"")
 HEARTBEAT_SECONDS = 2.0
+MAX_ISSUES = 10_000
 
 
 class ScanInterrupted(Exception):
@@ -86,6 +99,22 @@ def _extension(name: str) -> str:
     return ext.lower()
 
 
+@dataclass
+class _Rows:
+    full: list = field(default_factory=list)
+    short: list = field(default_factory=list)
+    files: list = field(default_factory=list)
+
+
+def folder_signature(files: list) -> str:
+    """Digest of a folder's file names and stat fields, in name order."""
+    digest = hashlib.blake2b(digest_size=16)
+    for entry in sorted(files, key=lambda e: e.path_bytes):
+        digest.update(entry.path_bytes)
+        digest.update(b"\0%d %d %d %d\n" % (entry.size, entry.mtime_ns, entry.ctime_ns, entry.inode))
+    return digest.hexdigest()
+
+
 class Scanner:
     """One run of one scan. Use ``run()``; it raises ``ScanInterrupted``."""
 
@@ -105,6 +134,9 @@ class Scanner:
         self.engine = get_engine("catalog")
         self.counts = ScanCounts()
         self.problems: list[WalkProblem] = []
+        self.first_scan_new = 0
+        # Unreadable files of a first scan, which writes no staging rows.
+        self.file_errors: list[tuple[str, bytes, str]] = []
         self._last_heartbeat = 0.0
 
     # -- walk -----------------------------------------------------------------
@@ -113,6 +145,11 @@ class Scanner:
         self._check_identity()
         with self.engine.begin() as conn:
             conn.execute(delete(ScanEntry).where(ScanEntry.scan_id == self.scan_id))
+            self.first_scan = (
+                conn.scalar(select(File.id).where(File.source_id == self.source.id).limit(1))
+                is None
+            )
+        self.now = utcnow()
         pending: list[Listing] = []
         pending_files = 0
         try:
@@ -163,12 +200,11 @@ class Scanner:
 
     def _stage(self, listings: list[Listing]) -> None:
         try:
-            folder_hashes = {path_hash(l.prefix.rstrip(b"/")) for l in listings if l.files}
             with self.engine.begin() as conn:
-                existing = self._existing(conn, folder_hashes)
-                full_rows, short_rows = self._classify(listings, existing)
-                bulk_insert(conn, ScanEntry.__table__, FULL_COLUMNS, full_rows)
-                bulk_insert(conn, ScanEntry.__table__, SHORT_COLUMNS, short_rows)
+                rows = self._classify(conn, listings)
+                bulk_insert(conn, ScanEntry.__table__, FULL_COLUMNS, rows.full)
+                bulk_insert(conn, ScanEntry.__table__, SHORT_COLUMNS, rows.short)
+                bulk_insert(conn, File.__table__, FILE_COLUMNS, rows.files)
         finally:
             for listing in listings:
                 listing.close()
@@ -179,29 +215,65 @@ class Scanner:
         if self.on_batch is not None:
             self.on_batch(self.counts)
 
-    def _existing(self, conn: Connection, folder_hashes: set) -> dict:
-        if not folder_hashes:
+    def _stored_signatures(self, conn: Connection, folder_hashes: list) -> dict:
+        if self.first_scan or not folder_hashes:
             return {}
-        query = select(
-            File.path_hash,
-            File.id,
-            File.size,
-            File.mtime_ns,
-            File.ctime_ns,
-            File.inode,
-            File.fingerprint,
-            File.presence,
-        ).where(
-            File.source_id == self.source.id,
-            File.folder_hash.in_(sorted(folder_hashes)),
+        rows = conn.execute(
+            select(Folder.path_hash, Folder.signature).where(
+                Folder.source_id == self.source.id, Folder.path_hash.in_(folder_hashes)
+            )
         )
-        return {row.path_hash: row for row in conn.execute(query)}
+        return {row.path_hash: row.signature for row in rows}
 
-    def _classify(self, listings: list[Listing], existing: dict):
-        full_rows: list[tuple] = []
-        short_rows: list[tuple] = []
+    def _existing(self, conn: Connection, folder_hashes: list, path_hashes: list) -> dict:
+        """Catalogued files of whole folders, plus single paths of chunked ones."""
+        if self.first_scan or not (folder_hashes or path_hashes):
+            return {}
+        columns = (
+            File.path_hash, File.id, File.size, File.mtime_ns, File.ctime_ns,
+            File.inode, File.fingerprint, File.presence, File.folder_hash,
+        )  # fmt: skip
+        found = {}
+        if folder_hashes:
+            query = select(*columns).where(
+                File.source_id == self.source.id, File.folder_hash.in_(folder_hashes)
+            )
+            found.update((row.path_hash, row) for row in conn.execute(query))
+        if path_hashes:
+            query = select(*columns).where(
+                File.source_id == self.source.id, File.path_hash.in_(path_hashes)
+            )
+            found.update((row.path_hash, row) for row in conn.execute(query))
+        return found
+
+    def _classify(self, conn: Connection, listings: list[Listing]) -> "_Rows":
+        rows = _Rows()
         scan_id = self.scan_id
         counts = self.counts
+
+        # A folder listed whole whose signature matches the stored one has
+        # not changed: none of its files is looked up or read.
+        signatures = {}
+        for listing in listings:
+            if listing.complete:
+                signatures[id(listing)] = folder_signature(listing.files)
+        whole_hashes = [
+            path_hash(l.prefix.rstrip(b"/")) for l in listings if l.complete
+        ]
+        stored = self._stored_signatures(conn, whole_hashes)
+        changed_whole, chunked_paths = [], []
+        for listing in listings:
+            folder_hash = path_hash(listing.prefix.rstrip(b"/"))
+            if not listing.complete:
+                chunked_paths.extend(path_hash(e.path_bytes) for e in listing.files)
+            elif stored.get(folder_hash) != signatures[id(listing)]:
+                changed_whole.append(folder_hash)
+        existing = self._existing(conn, changed_whole, chunked_paths)
+        changed_set = set(changed_whole)
+        by_folder: dict[str, list] = {}
+        for known in existing.values():
+            by_folder.setdefault(known.folder_hash, []).append(known)
+
         for listing in listings:
             folder_bytes = listing.prefix.rstrip(b"/")
             folder = display_path(folder_bytes)
@@ -209,54 +281,105 @@ class Scanner:
             for entry in listing.dirs:
                 counts.folders += 1
                 name = display_path(_split(entry.path_bytes)[1])
-                full_rows.append((
+                rows.full.append((
                     scan_id, True, path_hash(entry.path_bytes), "dir", None,
                     display_path(entry.path_bytes), entry.path_bytes, folder,
                     folder_hash, name, name.lower(), "", None, 0, entry.mtime_ns,
                     0, 0, None, None, None,
                 ))  # fmt: skip
-            for entry in listing.files:
-                counts.files += 1
-                counts.bytes += entry.size
-                phash = path_hash(entry.path_bytes)
-                known = existing.get(phash)
-                if (
-                    known is not None
-                    and known.presence == "present"
-                    and known.size == entry.size
-                    and known.mtime_ns == entry.mtime_ns
-                    and known.ctime_ns == entry.ctime_ns
-                    and known.inode == entry.inode
-                ):
-                    counts.unchanged += 1
-                    short_rows.append((scan_id, False, phash, "unchanged", known.id))
-                    continue
-                error = None
-                try:
-                    fingerprint, media_type = fingerprint_entry(entry, listing.dir_fd)
-                except OSError as exc:
-                    counts.errors += 1
-                    fingerprint, media_type = "", "application/octet-stream"
-                    error = f"cannot read the file: {exc.strerror or exc}"
-                if known is None:
-                    status, file_id = "new", uuid.uuid4().hex
-                elif error is not None:
-                    status, file_id = "unreadable", known.id
-                elif known.fingerprint != fingerprint:
-                    status, file_id = "changed", known.id
-                elif known.presence == "missing":
-                    status, file_id = "restored", known.id
-                else:
-                    status, file_id = "touched", known.id
-                name = display_path(_split(entry.path_bytes)[1])
-                full_rows.append((
-                    scan_id, False, phash, status, file_id,
-                    display_path(entry.path_bytes), entry.path_bytes, folder,
-                    folder_hash, name, name.lower(), _extension(name),
-                    kind_of(media_type), entry.size, entry.mtime_ns, entry.ctime_ns,
-                    entry.inode, fingerprint, media_type, error,
+            counts.files += len(listing.files)
+            counts.bytes += sum(e.size for e in listing.files)
+            if listing.complete and folder_hash not in changed_set and not self.first_scan:
+                counts.unchanged += len(listing.files)
+                rows.full.append(self._folder_row(
+                    "folder_unchanged", folder_bytes, signatures[id(listing)]
                 ))  # fmt: skip
-        return full_rows, short_rows
+                continue
+            errors_before = counts.errors
+            seen = set()
+            for entry in listing.files:
+                phash = path_hash(entry.path_bytes)
+                seen.add(phash)
+                self._classify_file(rows, entry, listing, phash, folder, folder_hash,
+                                    existing.get(phash))  # fmt: skip
+            if listing.complete:
+                # Catalogued files of this folder that the walk did not see.
+                for known in by_folder.get(folder_hash, ()):
+                    if known.path_hash not in seen:
+                        rows.short.append(
+                            (scan_id, False, known.path_hash, "vanished", known.id)
+                        )
+                signature = signatures[id(listing)]
+                if counts.errors != errors_before:
+                    signature = None  # look again next time
+                rows.full.append(self._folder_row("folder_seen", folder_bytes, signature))
+        return rows
+
+    def _folder_row(self, status: str, folder_bytes: bytes, signature: str | None):
+        # The folder's signature travels in the fingerprint column.
+        return (
+            self.scan_id, True, path_hash(folder_bytes), status, None, None, None,
+            None, None, None, None, None, None, None, None, None, None, signature,
+            None, None,
+        )  # fmt: skip
+
+    def _classify_file(self, rows, entry, listing, phash, folder, folder_hash, known):
+        scan_id = self.scan_id
+        counts = self.counts
+        if (
+            known is not None
+            and known.presence == "present"
+            and known.size == entry.size
+            and known.mtime_ns == entry.mtime_ns
+            and known.ctime_ns == entry.ctime_ns
+            and known.inode == entry.inode
+        ):
+            counts.unchanged += 1
+            if not listing.complete:
+                rows.short.append((scan_id, False, phash, "unchanged", known.id))
+            return
+        error = None
+        try:
+            fingerprint, media_type = fingerprint_entry(entry, listing.dir_fd)
+        except OSError as exc:
+            counts.errors += 1
+            fingerprint, media_type = "", "application/octet-stream"
+            error = f"cannot read the file: {exc.strerror or exc}"
+        if known is None:
+            status, file_id = "new", uuid.uuid4().hex
+        elif error is not None:
+            status, file_id = "unreadable", known.id
+        elif known.fingerprint != fingerprint:
+            status, file_id = "changed", known.id
+        elif known.presence == "missing":
+            status, file_id = "restored", known.id
+        else:
+            status, file_id = "touched", known.id
+        name = display_path(_split(entry.path_bytes)[1])
+        kind = kind_of(media_type)
+        if self.first_scan:
+            now = self.now
+            rows.files.append((
+                file_id, self.source.org_id, self.source.id,
+                display_path(entry.path_bytes), entry.path_bytes, phash, folder,
+                folder_hash, name, name.lower(), _extension(name), entry.size,
+                entry.mtime_ns, entry.ctime_ns, entry.inode, fingerprint, media_type,
+                kind, "present", now, now, 1,
+                "pending" if kind in VISUAL_KINDS else "none", error,
+            ))  # fmt: skip
+            self.first_scan_new += 1
+            if not listing.complete:
+                rows.short.append((scan_id, False, phash, "inserted", file_id))
+            if error is not None and len(self.file_errors) < MAX_ISSUES:
+                self.file_errors.append((file_id, entry.path_bytes, error))
+            return
+        rows.full.append((
+            scan_id, False, phash, status, file_id,
+            display_path(entry.path_bytes), entry.path_bytes, folder,
+            folder_hash, name, name.lower(), _extension(name),
+            kind, entry.size, entry.mtime_ns, entry.ctime_ns,
+            entry.inode, fingerprint, media_type, error,
+        ))  # fmt: skip
 
     # -- finalize -------------------------------------------------------------
 
@@ -273,7 +396,8 @@ class Scanner:
             self._record_problems(conn)
             self._pair_moves(conn, params)
             self._apply_updates(conn, params)
-            self._insert_new(conn, params)
+            if not self.first_scan:
+                self._insert_new(conn, params)
             self._mark_missing(conn, params)
             self._rebuild_folders(conn, params)
             self._count(conn, params)
@@ -335,14 +459,16 @@ class Scanner:
                 ScanEntry.scan_id == self.scan_id, ScanEntry.error.is_not(None)
             )
         )
-        for row in rows:
+        errors = [(row.file_id, row.path, row.error) for row in rows]
+        errors += [(fid, display_path(p), e) for fid, p, e in self.file_errors]
+        for file_id, path, message in errors[:MAX_ISSUES]:
             issues.append(
                 {
                     "scan_id": self.scan_id,
-                    "file_id": row.file_id,
-                    "path": row.path,
+                    "file_id": file_id,
+                    "path": path,
                     "kind": "unreadable_file",
-                    "message": row.error,
+                    "message": message,
                 }
             )
         if issues:
@@ -376,10 +502,7 @@ class Scanner:
                                ) AS rn
                         FROM files f
                         WHERE f.source_id = :source AND f.fingerprint <> ''
-                          AND NOT EXISTS (
-                              SELECT 1 FROM scan_entries s
-                              WHERE s.scan_id = :scan AND s.path_hash = f.path_hash
-                          )
+                          AND """ + vanished_condition("f") + """
                     ) AS vanished
                     ON vanished.fingerprint = arrived.fingerprint
                        AND vanished.rn = arrived.rn
@@ -462,9 +585,8 @@ class Scanner:
 
     def _mark_missing(self, conn: Connection, params: dict) -> None:
         vanished = (
-            "files.source_id = :source AND files.presence = 'present' "
-            "AND NOT EXISTS (SELECT 1 FROM scan_entries e WHERE e.scan_id = :scan "
-            "AND e.path_hash = files.path_hash)"
+            "files.source_id = :source AND files.presence = 'present' AND "
+            + vanished_condition("files")
         )
         # Record which files go missing, for the change events.
         conn.execute(
@@ -495,6 +617,24 @@ class Scanner:
             ),
             params,
         )
+        conn.execute(
+            text(
+                "INSERT INTO folders (source_id, path, path_hash, parent_hash, name) "
+                "VALUES (:source, '', :root, NULL, '')"
+            ),
+            {**params, "root": ROOT_FOLDER_HASH},
+        )
+        # Signatures of the folders listed whole; the next scan skips any
+        # folder whose signature is unchanged.
+        conn.execute(
+            text(
+                "UPDATE folders SET signature = e.fingerprint FROM scan_entries e "
+                "WHERE e.scan_id = :scan AND e.status IN ('folder_seen', "
+                "'folder_unchanged') AND folders.source_id = :source "
+                "AND folders.path_hash = e.path_hash"
+            ),
+            params,
+        )
 
     def _count(self, conn: Connection, params: dict) -> None:
         rows = conn.execute(
@@ -505,12 +645,32 @@ class Scanner:
             params,
         )
         by_status = {row.status: row.n for row in rows}
-        self.counts.new = by_status.get("new", 0)
+        self.counts.new = by_status.get("new", 0) + self.first_scan_new
         self.counts.moved = by_status.get("moved", 0)
         self.counts.touched = by_status.get("touched", 0)
         self.counts.changed = by_status.get("changed", 0)
         self.counts.restored = by_status.get("restored", 0)
         self.counts.missing = by_status.get("missing", 0)
+
+
+def vanished_condition(alias: str) -> str:
+    """SQL condition: the walk did not see the file ``alias`` at its path.
+
+    A file is gone when its folder was listed whole and the file was not in
+    it (a 'vanished' row), or when its folder was not listed whole and no
+    staging row names its path (the folder is gone, was listed in chunks, or
+    could not be read, in which case 'unverified' rows protect its files).
+    """
+    return f"""(
+        EXISTS (SELECT 1 FROM scan_entries v WHERE v.scan_id = :scan
+                AND v.status = 'vanished' AND v.path_hash = {alias}.path_hash)
+        OR (NOT EXISTS (SELECT 1 FROM scan_entries d WHERE d.scan_id = :scan
+                        AND d.status IN ('folder_seen', 'folder_unchanged')
+                        AND d.path_hash = {alias}.folder_hash)
+            AND NOT EXISTS (SELECT 1 FROM scan_entries s WHERE s.scan_id = :scan
+                            AND s.is_dir = false
+                            AND s.path_hash = {alias}.path_hash))
+    )"""
 
 
 def discard_staging(scan_id: str) -> None:

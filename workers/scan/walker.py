@@ -97,6 +97,8 @@ class Listing:
     dir_fd: int
     files: list
     dirs: list
+    # True when this listing holds every entry of its folder.
+    complete: bool = True
 
     def close(self) -> None:
         if self.dir_fd >= 0:
@@ -114,6 +116,7 @@ class _Frame:
 def _list_folder(frame: _Frame, problems: list, chunk: int) -> Iterator[Listing]:
     files: list = []
     dirs: list = []
+    chunked = False
     try:
         with os.scandir(frame.fd) as entries:
             for entry in entries:
@@ -145,13 +148,14 @@ def _list_folder(frame: _Frame, problems: list, chunk: int) -> Iterator[Listing]
                     )
                 # Symlinks, sockets, devices and FIFOs are not catalogued.
                 if len(files) + len(dirs) >= chunk:
-                    yield Listing(frame.prefix, os.dup(frame.fd), files, dirs)
+                    yield Listing(frame.prefix, os.dup(frame.fd), files, dirs, False)
                     files, dirs = [], []
+                    chunked = True
     except OSError as error:
         message = f"listing failed: {error.strerror or error}"
         problems.append(WalkProblem(frame.prefix.rstrip(b"/"), "unreadable_folder", message))
-    if files or dirs:
-        yield Listing(frame.prefix, os.dup(frame.fd), files, dirs)
+    if files or dirs or not chunked:
+        yield Listing(frame.prefix, os.dup(frame.fd), files, dirs, not chunked)
     # Visit subfolders in name order, so walks are repeatable.
     frame.pending.sort(reverse=True)
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-04 16:19:20.318785
+Create Date: 2026-12-04 16:32:45.829261
 """
 
 from alembic import op
@@ -201,6 +201,7 @@ def upgrade() -> None:
     sa.Column('path_hash', sa.String(length=32), nullable=False),
     sa.Column('parent_hash', sa.String(length=32), nullable=True),
     sa.Column('name', sa.Text(), nullable=False),
+    sa.Column('signature', sa.String(length=32), nullable=True),
     sa.ForeignKeyConstraint(['source_id'], ['sources.id'], name=op.f('fk_folders_source_id_sources'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_folders')),
     sa.UniqueConstraint('source_id', 'path_hash', name=op.f('uq_folders_source_id_path_hash'))
