@@ -76,6 +76,8 @@ def create_celery() -> Celery:
         beat_schedule={
             "relay-outboxes": {"task": "outbox.relay_all", "schedule": 5.0},
             "recover-stalled-scans": {"task": "scans.recover_stalled", "schedule": 30.0},
+            "resume-exports": {"task": "exports.resume", "schedule": 15.0},
+            "expire-exports": {"task": "exports.expire", "schedule": 600.0},
         },
         include=["workers.tasks"],
     )

@@ -8,8 +8,10 @@ server through the ``minio`` client.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import threading
 import os
 import tempfile
 from datetime import timedelta
@@ -63,6 +65,69 @@ class ObjectStore:
         """Return a time-limited URL, or None when the backend cannot make one."""
         return None
 
+    @contextlib.contextmanager
+    def writer(self, key: str, content_type: str):
+        """Yield a writable binary file; the object appears only on success.
+
+        The default streams through a pipe into ``put_stream`` on a thread, so
+        memory stays flat whatever the object's size.
+        """
+        read_fd, write_fd = os.pipe()
+        aborted = threading.Event()
+        reader = _AbortableReader(os.fdopen(read_fd, "rb", buffering=1 << 20), aborted)
+        errors: list[BaseException] = []
+
+        def upload():
+            try:
+                self.put_stream(key, reader, content_type, length=-1)
+            except BaseException as error:  # re-raised in the writer's thread
+                errors.append(error)
+            finally:
+                reader.close()
+
+        thread = threading.Thread(target=upload, name=f"upload {key}", daemon=True)
+        thread.start()
+        out = os.fdopen(write_fd, "wb", buffering=1 << 20)
+        try:
+            yield out
+        except BaseException:
+            # The reader raises at end of stream once aborted is set, so the
+            # backend abandons the upload instead of storing a partial object.
+            aborted.set()
+            _abort_pipe(out)
+            thread.join()
+            raise
+        out.close()
+        thread.join()
+        if errors:
+            raise errors[0]
+
+
+class _AbortedUpload(Exception):
+    """The writer failed, so the upload must not complete."""
+
+
+class _AbortableReader:
+    def __init__(self, raw, aborted: threading.Event):
+        self.raw = raw
+        self.aborted = aborted
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        if not data and self.aborted.is_set():
+            raise _AbortedUpload("the upload was abandoned by its writer")
+        return data
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def _abort_pipe(out) -> None:
+    try:
+        out.close()
+    except OSError:
+        pass
+
 
 def _read_chunks(handle, chunk_size: int) -> Iterator[bytes]:
     with handle:
@@ -113,6 +178,27 @@ class LocalStore(ObjectStore):
         except OSError as error:
             raise StorageError(f"failed to read object {key!r}: {error}") from error
         return _read_chunks(handle, chunk_size)
+
+    @contextlib.contextmanager
+    def writer(self, key: str, content_type: str):
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+        except OSError as error:
+            raise StorageError(f"failed to write object {key!r}: {error}") from error
+        try:
+            with os.fdopen(fd, "wb", buffering=1 << 20) as out:
+                yield out
+            os.replace(tmp, path)
+        except BaseException as error:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            if isinstance(error, OSError):
+                raise StorageError(f"failed to write object {key!r}: {error}") from error
+            raise
 
     def exists(self, key):
         return self._path(key).is_file()

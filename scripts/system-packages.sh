@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests and benchmarks use, when missing:
 # docker-compose (validates the compose file), chromium (browser tests),
-# libvips-tools (thumbnail benchmark reference), wrk and nginx (load benchmarks).
+# libvips-tools (thumbnail benchmark reference), wrk and nginx (load
+# benchmarks), unzip (checks export archives).
 set -euo pipefail
 
 need=()
@@ -10,6 +11,7 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v vipsthumbnail >/dev/null || need+=(libvips-tools)
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || need+=(nginx-light)
+command -v unzip >/dev/null || need+=(unzip)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

@@ -17,6 +17,16 @@ CHUNK = 200
 FILES_UPDATED = "catalog.files_updated"
 SOURCE_STATE = "catalog.source_state"
 GROUP_CHANGED = "catalog.group_changed"
+MEMBER_CHANGED = "catalog.member_changed"
+
+
+def publish_member(conn: Connection, org_id: str, user_id: str, role: str | None) -> None:
+    """Publish a member's role; ``role`` None means they left the organization."""
+    insert_events(
+        conn,
+        MEMBER_CHANGED,
+        [{"org_id": org_id, "user_id": user_id, "role": role, "at": utcnow().isoformat()}],
+    )
 
 
 def file_facts(

@@ -287,4 +287,39 @@ class ScanIssue(Base):
     message: Mapped[str] = mapped_column(Text)
 
 
+class Export(Base):
+    """A zip archive of chosen files, assembled on a drive's host."""
+
+    __tablename__ = "exports"
+
+    id: Mapped[str] = id_column()
+    org_id: Mapped[str] = org_fk()
+    # Whose visibility applies: the requester, or a share link's creator.
+    user_id: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(200))
+    file_ids: Mapped[list] = mapped_column(JSON)
+    skip_offline: Mapped[bool] = mapped_column(Boolean, default=False)
+    keep_structure: Mapped[bool] = mapped_column(Boolean, default=False)
+    # queued, waiting, running, succeeded, failed, cancelled, expired
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Fingerprints of the files when the export was requested, by file id.
+    fingerprints: Mapped[dict] = mapped_column(JSON, default=dict)
+    waiting_for: Mapped[list] = mapped_column(JSON, default=list)
+    files_total: Mapped[int] = mapped_column(Integer, default=0)
+    files_done: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    manifest: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    archive_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    archive_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    created_at = mapped_column(UTCDateTime, default=utcnow)
+    started_at = mapped_column(UTCDateTime, nullable=True)
+    finished_at = mapped_column(UTCDateTime, nullable=True)
+    heartbeat_at = mapped_column(UTCDateTime, nullable=True)
+    expires_at = mapped_column(UTCDateTime, nullable=True)
+
+
 OutboxEvent, ConsumedEvent = outbox_models(Base)

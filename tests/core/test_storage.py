@@ -359,3 +359,16 @@ def test_s3_unreachable_server_raises_storage_error():
         store.put_bytes("doc.txt", b"x", "text/plain")
 
     assert not isinstance(info.value, ObjectNotFound)
+
+
+def test_writer_publishes_only_on_success(store):
+    with store.writer("exports/ok.bin", "application/zip") as out:
+        for _ in range(3):
+            out.write(b"x" * (1 << 20))
+    assert store.size("exports/ok.bin") == 3 << 20
+
+    with pytest.raises(RuntimeError):
+        with store.writer("exports/broken.bin", "application/zip") as out:
+            out.write(b"partial")
+            raise RuntimeError("writer failed midway")
+    assert not store.exists("exports/broken.bin")

@@ -11,6 +11,7 @@ from core.errors import Conflict, Forbidden, NotFound
 from core.settings import get_settings
 from services.catalog import schemas
 from services.catalog.api.common import db
+from services.catalog.events import publish_member
 from services.catalog.models import (
     ApiToken,
     Membership,
@@ -122,6 +123,7 @@ class Members(MethodView):
                 fields={"email": ["already a member"]},
             )
         session.add(Membership(org_id=principal.org_id, user_id=user.id, role=data["role"]))
+        publish_member(session.connection(), principal.org_id, user.id, data["role"])
         token = issue_token(session, principal.org_id, user.id, "invite")
         session.commit()
         return {"org_id": principal.org_id, "user_id": user.id, "token": token}
@@ -149,6 +151,7 @@ class Member(MethodView):
         if "owner" in (membership.role, data["role"]) and principal.role != "owner":
             raise Forbidden("only an owner can grant or remove the owner role")
         membership.role = data["role"]
+        publish_member(session.connection(), principal.org_id, user_id, data["role"])
         session.commit()
         user = session.get(User, user_id)
         return {"user_id": user.id, "email": user.email, "name": user.name, "role": membership.role}
@@ -176,6 +179,7 @@ class Member(MethodView):
         )
         for token in tokens:
             session.delete(token)
+        publish_member(session.connection(), principal.org_id, user_id, None)
         session.commit()
 
 

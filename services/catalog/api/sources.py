@@ -215,7 +215,20 @@ class Sources(MethodView):
         scan = start_scan(session, source)
         session.commit()
         enqueue_after_commit(scan, source.host)
+        _resume_exports()
         return serialize_source(session, source)
+
+
+def _resume_exports() -> None:
+    """Exports waiting for this drive resume as soon as it is connected."""
+    from workers.tasks.exports import resume_exports
+
+    try:
+        resume_exports.apply_async(queue="default")
+    except Exception as error:  # the periodic sweep resumes them later
+        from core.logs import get_logger
+
+        get_logger(__name__).warning("export_resume_failed", error=str(error))
 
 
 @blp.route("/sources/<ref>")

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-04 16:32:45.829261
+Create Date: 2026-12-04 16:41:03.438273
 """
 
 from alembic import op
@@ -95,6 +95,39 @@ def upgrade() -> None:
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_api_tokens_org_id'), ['org_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_api_tokens_user_id'), ['user_id'], unique=False)
+
+    op.create_table('exports',
+    sa.Column('id', sa.String(length=32), nullable=False),
+    sa.Column('org_id', sa.String(length=32), nullable=False),
+    sa.Column('user_id', sa.String(length=32), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('file_ids', sa.JSON(), nullable=False),
+    sa.Column('skip_offline', sa.Boolean(), nullable=False),
+    sa.Column('keep_structure', sa.Boolean(), nullable=False),
+    sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('cancel_requested', sa.Boolean(), nullable=False),
+    sa.Column('fingerprints', sa.JSON(), nullable=False),
+    sa.Column('waiting_for', sa.JSON(), nullable=False),
+    sa.Column('files_total', sa.Integer(), nullable=False),
+    sa.Column('files_done', sa.Integer(), nullable=False),
+    sa.Column('bytes_total', sa.BigInteger(), nullable=False),
+    sa.Column('bytes_done', sa.BigInteger(), nullable=False),
+    sa.Column('manifest', sa.JSON(), nullable=True),
+    sa.Column('archive_key', sa.Text(), nullable=True),
+    sa.Column('archive_size', sa.BigInteger(), nullable=True),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('attempt', sa.Integer(), nullable=False),
+    sa.Column('created_at', core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('started_at', core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('heartbeat_at', core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('expires_at', core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['org_id'], ['organizations.id'], name=op.f('fk_exports_org_id_organizations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_exports'))
+    )
+    with op.batch_alter_table('exports', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_exports_org_id'), ['org_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_exports_status'), ['status'], unique=False)
 
     op.create_table('memberships',
     sa.Column('id', sa.String(length=32), nullable=False),
@@ -283,6 +316,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_memberships_org_id'))
 
     op.drop_table('memberships')
+    with op.batch_alter_table('exports', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_exports_status'))
+        batch_op.drop_index(batch_op.f('ix_exports_org_id'))
+
+    op.drop_table('exports')
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_api_tokens_user_id'))
         batch_op.drop_index(batch_op.f('ix_api_tokens_org_id'))

@@ -1,0 +1,1 @@
+"""Zip exports of catalogued files, read from their drives."""

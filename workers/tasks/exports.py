@@ -1,0 +1,437 @@
+"""Export tasks: plan, stage on remote hosts, assemble the zip, expire.
+
+An export is planned on any worker. Files on hosts other than the chosen
+assembling host are first copied into the object store by a task on their
+own host's queue; the archive is then written in one pass on the
+assembling host, which reads its own drives directly. Every step can run
+twice or be killed: the archive object appears only when complete, and a
+stalled or interrupted export is planned again from the start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from datetime import timedelta
+from typing import Iterator
+
+from sqlalchemy import or_, select, update
+
+from core.auth import Principal
+from core.celery_app import QUEUE_EXPORTS, celery_app, drive_queue
+from core.db import get_engine, session_scope, utcnow
+from core.logs import get_logger
+from core.storage import ObjectNotFound, get_store
+from services.catalog.access import visible_files
+from services.catalog.models import Export, File, GroupMember, Membership, Source
+from workers.exports.archive import ArchiveEntry, Cancelled, EntryChanged, write_zip
+from workers.exports.names import NameAllocator
+from workers.scan.walker import fingerprint_fd, open_relative
+
+log = get_logger(__name__)
+
+FINISHED = ("succeeded", "failed", "cancelled", "expired")
+STALE_AFTER = timedelta(seconds=120)
+RETENTION = timedelta(hours=int(os.environ.get("EXPORT_RETENTION_HOURS", "72")))
+CHUNK = 1 << 20
+
+
+class DriveGone(Exception):
+    """A drive needed by the export went offline while it was being read."""
+
+    def __init__(self, drive: str):
+        super().__init__(drive)
+        self.drive = drive
+
+
+def principal_for(session, org_id: str, user_id: str) -> Principal:
+    """The principal whose visibility an export uses.
+
+    A user who left the organization sees what every member sees: groups
+    with "everyone" visibility only.
+    """
+    role = session.scalar(
+        select(Membership.role).where(Membership.org_id == org_id, Membership.user_id == user_id)
+    )
+    if role is None:
+        return Principal(user_id="", org_id=org_id, role="viewer")
+    groups = session.scalars(select(GroupMember.group_id).where(GroupMember.user_id == user_id))
+    return Principal(user_id=user_id, org_id=org_id, role=role, group_ids=frozenset(groups))
+
+
+def staged_key(export_id: str, file_id: str) -> str:
+    return f"exports/{export_id}/staged/{file_id}"
+
+
+def _update(export_id: str, **values) -> None:
+    with get_engine("catalog").begin() as conn:
+        conn.execute(update(Export).where(Export.id == export_id).values(**values))
+
+
+# -- planning -------------------------------------------------------------------
+
+
+def build_plan(session, export: Export) -> dict:
+    """Decide, for each requested file, where its bytes come from.
+
+    Returns a plan with ``entries`` (files to write, in request order),
+    ``skipped``, ``substituted`` and ``waiting_for`` (offline drives).
+    """
+    principal = principal_for(session, export.org_id, export.user_id)
+    rows = session.execute(
+        visible_files(principal).where(File.id.in_(export.file_ids))
+    ).all()
+    by_id = {f.id: (f, name, state) for f, name, state in rows}
+    sources = {s.id: s for s in session.scalars(select(Source).where(Source.org_id == export.org_id))}
+    names = NameAllocator()
+    plan = {"entries": [], "skipped": [], "substituted": [], "waiting_for": []}
+    waiting = set()
+    for file_id in export.file_ids:
+        found = by_id.get(file_id)
+        if found is None:
+            plan["skipped"].append({"file_id": file_id, "reason": "not found or not visible"})
+            continue
+        file, drive, state = found
+        described = {"file_id": file.id, "drive": drive, "path": file.path}
+        if file.presence == "missing":
+            plan["skipped"].append({**described, "reason": "missing from its drive"})
+            continue
+        reader = file
+        if state != "online":
+            reader = _online_copy(session, principal, file)
+            if reader is None:
+                if export.skip_offline:
+                    plan["skipped"].append({**described, "reason": f"drive {drive} is offline"})
+                else:
+                    waiting.add(drive)
+                continue
+            plan["substituted"].append({
+                **described,
+                "copy_file_id": reader.id,
+                "copy_drive": sources[reader.source_id].name,
+                "copy_path": reader.path,
+            })  # fmt: skip
+        wanted = f"{drive}/{file.path}" if export.keep_structure else file.name
+        source = sources[reader.source_id]
+        plan["entries"].append({
+            "file_id": file.id,
+            "read_file_id": reader.id,
+            "name": names.allocate(wanted),
+            "host": source.host,
+            "drive": source.name,
+            "size": reader.size,
+            "mtime_ns": reader.mtime_ns,
+            "media_type": reader.media_type,
+            "fingerprint": export.fingerprints.get(file.id, reader.fingerprint)
+            if reader.id == file.id else reader.fingerprint,
+        })  # fmt: skip
+    plan["waiting_for"] = sorted(waiting)
+    return plan
+
+
+def _online_copy(session, principal: Principal, file: File) -> File | None:
+    """An identical file (equal checksum) on an online drive the user may see."""
+    if not file.checksum:
+        return None
+    row = session.execute(
+        visible_files(principal)
+        .where(
+            File.checksum == file.checksum,
+            File.id != file.id,
+            File.presence == "present",
+            Source.state == "online",
+        )
+        .order_by(File.id)
+        .limit(1)
+    ).first()
+    return row[0] if row else None
+
+
+@celery_app.task(name="exports.plan", acks_late=True, ignore_result=True)
+def plan_export(export_id: str) -> None:
+    with session_scope("catalog") as session:
+        export = session.get(Export, export_id)
+        if export is None or export.status in FINISHED:
+            return
+        if export.cancel_requested:
+            export.status = "cancelled"
+            export.finished_at = utcnow()
+            return
+        plan = build_plan(session, export)
+        export.manifest = plan
+        export.files_total = len(plan["entries"])
+        export.bytes_total = sum(e["size"] for e in plan["entries"])
+        export.files_done = export.bytes_done = 0
+        if plan["waiting_for"]:
+            export.status = "waiting"
+            export.waiting_for = plan["waiting_for"]
+            log.info("export_waiting", export_id=export_id, drives=plan["waiting_for"])
+            return
+        export.status = "running"
+        export.waiting_for = []
+        export.heartbeat_at = utcnow()
+        export.started_at = export.started_at or utcnow()
+    _dispatch(export_id, plan)
+
+
+def _dispatch(export_id: str, plan: dict) -> None:
+    by_host: dict[str, int] = defaultdict(int)
+    for entry in plan["entries"]:
+        by_host[entry["host"]] += entry["size"] + 1
+    if not by_host:
+        assemble_export.apply_async(args=[export_id, None], queue=QUEUE_EXPORTS)
+        return
+    assembler = max(sorted(by_host), key=lambda host: by_host[host])
+    remote = sorted(host for host in by_host if host != assembler)
+    for host in remote:
+        stage_export.apply_async(args=[export_id, host, assembler], queue=drive_queue(host))
+    if not remote:
+        assemble_export.apply_async(args=[export_id, assembler], queue=drive_queue(assembler))
+
+
+# -- reading originals --------------------------------------------------------------
+
+
+def open_drive_file(file_id: str, expected_fingerprint: str, size: int) -> Iterator[bytes]:
+    """Open a file on its drive and check it is still the planned one.
+
+    Raises DriveGone when the drive is offline or unreadable, and
+    EntryChanged when the file's size or fingerprint differ. Returns an
+    iterator of its bytes that raises EntryChanged if the file changes
+    while it is read.
+    """
+    with session_scope("catalog") as session:
+        file = session.get(File, file_id)
+        source = session.get(Source, file.source_id)
+        root, path_bytes, drive, state = source.mount_path, file.path_bytes, source.name, source.state
+    if state != "online":
+        raise DriveGone(drive)
+    try:
+        fd = open_relative(root, path_bytes)
+    except FileNotFoundError:
+        raise EntryChanged("the file is no longer on the drive at its catalogued path") from None
+    except OSError as error:
+        raise DriveGone(drive) from error
+    try:
+        st = os.fstat(fd)
+        fingerprint, _ = fingerprint_fd(fd, st.st_size)
+    except OSError as error:
+        os.close(fd)
+        raise DriveGone(drive) from error
+    if st.st_size != size or fingerprint != expected_fingerprint:
+        os.close(fd)
+        raise EntryChanged("its bytes changed on the drive since the export was requested")
+    return _read_fd(fd, st, size, drive)
+
+
+def _read_fd(fd: int, st: os.stat_result, size: int, drive: str) -> Iterator[bytes]:
+    try:
+        offset = 0
+        while offset < size:
+            try:
+                chunk = os.pread(fd, min(CHUNK, size - offset), offset)
+            except OSError as error:
+                raise DriveGone(drive) from error
+            if not chunk:
+                break
+            offset += len(chunk)
+            yield chunk
+        after = os.fstat(fd)
+        if after.st_size != st.st_size or after.st_mtime_ns != st.st_mtime_ns:
+            raise EntryChanged("the file changed while it was being read")
+    finally:
+        os.close(fd)
+
+
+@celery_app.task(name="exports.stage", acks_late=True, ignore_result=True)
+def stage_export(export_id: str, host: str, assembler: str) -> None:
+    """Copy this host's files of an export into the object store."""
+    with session_scope("catalog") as session:
+        export = session.get(Export, export_id)
+        if export is None or export.status != "running":
+            return
+        entries = [e for e in export.manifest["entries"] if e["host"] == host]
+    store = get_store()
+    for entry in entries:
+        key = staged_key(export_id, entry["read_file_id"])
+        if store.exists(key):
+            continue
+        try:
+            chunks = open_drive_file(entry["read_file_id"], entry["fingerprint"], entry["size"])
+            with store.writer(key, "application/octet-stream") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+        except DriveGone as gone:
+            _back_to_waiting(export_id, gone.drive)
+            return
+        except EntryChanged as error:
+            # Recorded by the assembler, which finds no staged copy.
+            log.warning("export_file_changed", export_id=export_id, file_id=entry["file_id"], reason=str(error))
+    assemble_export.apply_async(args=[export_id, assembler], queue=drive_queue(assembler))
+
+
+def _back_to_waiting(export_id: str, drive: str) -> None:
+    log.warning("export_drive_gone", export_id=export_id, drive=drive)
+    _update(export_id, status="waiting", waiting_for=[drive], heartbeat_at=utcnow())
+
+
+# -- assembling ---------------------------------------------------------------------
+
+
+@celery_app.task(name="exports.assemble", acks_late=True, ignore_result=True)
+def assemble_export(export_id: str, host: str | None) -> None:
+    with session_scope("catalog") as session:
+        export = session.get(Export, export_id)
+        if export is None or export.status != "running":
+            return
+        plan = export.manifest
+        name = export.name
+    store = get_store()
+    changed: list[dict] = []
+
+    def open_entry(entry):
+        def start() -> Iterator[bytes]:
+            if entry["host"] != host:
+                try:
+                    return store.iter_chunks(staged_key(export_id, entry["read_file_id"]))
+                except ObjectNotFound:
+                    raise EntryChanged(
+                        "its bytes changed on the drive since the export was requested"
+                    ) from None
+            return open_drive_file(entry["read_file_id"], entry["fingerprint"], entry["size"])
+
+        return start
+
+    planned = {}
+    entries = []
+    for entry in plan["entries"]:
+        archive_entry = ArchiveEntry(
+            entry["name"], entry["size"], entry["mtime_ns"], entry["media_type"],
+            open_entry(entry),
+        )  # fmt: skip
+        planned[id(archive_entry)] = entry
+        entries.append(archive_entry)
+
+    def skip(archive_entry, reason):
+        entry = planned[id(archive_entry)]
+        changed.append(
+            {"file_id": entry["file_id"], "drive": entry["drive"], "name": entry["name"],
+             "reason": reason}
+        )  # fmt: skip
+
+    def progress(files_done, bytes_done):
+        _update(export_id, files_done=files_done, bytes_done=bytes_done, heartbeat_at=utcnow())
+
+    def cancelled():
+        with session_scope("catalog") as session:
+            return bool(session.scalar(select(Export.cancel_requested).where(Export.id == export_id)))
+
+    def manifest_files():
+        report = {
+            "skipped": plan["skipped"] + changed,
+            "substituted": plan["substituted"],
+        }
+        if not report["skipped"] and not report["substituted"]:
+            return {}
+        return {"MANIFEST.json": json.dumps(report, indent=2, ensure_ascii=False).encode()}
+
+    key = f"exports/{export_id}/{name}.zip"
+    try:
+        with store.writer(key, "application/zip") as out:
+            written = write_zip(out, entries, manifest_files, progress, cancelled, skip)
+    except DriveGone as gone:
+        _back_to_waiting(export_id, gone.drive)
+        return
+    except Cancelled:
+        _update(export_id, status="cancelled", finished_at=utcnow())
+        _cleanup_staged(export_id, plan)
+        return
+    except EntryChanged as error:
+        # A file changed while being read. Plan again from the start: the
+        # next pass finds the file unlike the requested one and skips it.
+        log.warning("export_restarted", export_id=export_id, reason=str(error))
+        _update(export_id, status="queued")
+        plan_export.apply_async(args=[export_id], queue=QUEUE_EXPORTS)
+        return
+    size = store.size(key)
+    manifest = {**plan, "skipped": plan["skipped"] + changed}
+    _update(
+        export_id,
+        status="succeeded",
+        archive_key=key,
+        archive_size=size,
+        manifest=manifest,
+        finished_at=utcnow(),
+        expires_at=utcnow() + RETENTION,
+        files_done=written,
+    )
+    _cleanup_staged(export_id, plan)
+    log.info("export_succeeded", export_id=export_id, files=len(entries), bytes=size)
+
+
+def _cleanup_staged(export_id: str, plan: dict) -> None:
+    store = get_store()
+    for entry in plan["entries"]:
+        store.delete(staged_key(export_id, entry["read_file_id"]))
+
+
+# -- upkeep -------------------------------------------------------------------------
+
+
+@celery_app.task(name="exports.resume", ignore_result=True)
+def resume_exports() -> int:
+    """Plan again exports waiting for drives, and running ones that stalled."""
+    cutoff = utcnow() - STALE_AFTER
+    with session_scope("catalog") as session:
+        ids = session.scalars(
+            select(Export.id).where(
+                or_(
+                    Export.status.in_(("waiting", "queued")),
+                    (Export.status == "running") & (Export.heartbeat_at < cutoff),
+                )
+            )
+        ).all()
+        for export_id in ids:
+            session.execute(
+                update(Export).where(Export.id == export_id, Export.status == "running")
+                .values(status="queued")
+            )  # fmt: skip
+    for export_id in ids:
+        plan_export.apply_async(args=[export_id], queue=QUEUE_EXPORTS)
+    return len(ids)
+
+
+@celery_app.task(name="exports.expire", ignore_result=True)
+def expire_exports() -> int:
+    """Delete archives past their retention period."""
+    now = utcnow()
+    with session_scope("catalog") as session:
+        rows = session.scalars(
+            select(Export).where(Export.status == "succeeded", Export.expires_at < now)
+        ).all()
+        for export in rows:
+            if export.archive_key:
+                get_store().delete(export.archive_key)
+            export.status = "expired"
+    return len(rows)
+
+
+def original_key(file_id: str, fingerprint: str) -> str:
+    return f"originals/{file_id}/{fingerprint}"
+
+
+@celery_app.task(name="exports.stage_original", acks_late=True, ignore_result=True)
+def stage_original(file_id: str, fingerprint: str, size: int) -> None:
+    """Copy one original into the object store for a service on another host."""
+    store = get_store()
+    key = original_key(file_id, fingerprint)
+    if store.exists(key):
+        return
+    try:
+        chunks = open_drive_file(file_id, fingerprint, size)
+        with store.writer(key, "application/octet-stream") as out:
+            for chunk in chunks:
+                out.write(chunk)
+    except (DriveGone, EntryChanged) as error:
+        log.warning("original_not_staged", file_id=file_id, reason=str(error))
