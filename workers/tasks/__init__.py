@@ -1,3 +1,3 @@
 """Every Celery task, imported so the worker registers them."""
 
-from workers.tasks import checksums, collections, exports, outbox, renditions, scans  # noqa: F401
+from workers.tasks import checksums, exports, outbox, renditions, scans  # noqa: F401
