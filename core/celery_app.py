@@ -77,6 +77,7 @@ def create_celery() -> Celery:
             "relay-outboxes": {"task": "outbox.relay_all", "schedule": 5.0},
             "recover-stalled-scans": {"task": "scans.recover_stalled", "schedule": 30.0},
             "resume-exports": {"task": "exports.resume", "schedule": 15.0},
+            "sweep-renditions": {"task": "renditions.sweep", "schedule": 60.0},
             "expire-exports": {"task": "exports.expire", "schedule": 600.0},
         },
         include=["workers.tasks"],

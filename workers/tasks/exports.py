@@ -22,18 +22,18 @@ from core.auth import Principal
 from core.celery_app import QUEUE_EXPORTS, celery_app, drive_queue
 from core.db import get_engine, session_scope, utcnow
 from core.logs import get_logger
+from core.settings import get_settings
 from core.storage import ObjectNotFound, get_store
 from services.catalog.access import visible_files
 from services.catalog.models import Export, File, GroupMember, Membership, Source
 from workers.exports.archive import ArchiveEntry, Cancelled, EntryChanged, write_zip
 from workers.exports.names import NameAllocator
 from workers.scan.walker import fingerprint_fd, open_relative
+from workers.tasks.scans import stale_after
 
 log = get_logger(__name__)
 
 FINISHED = ("succeeded", "failed", "cancelled", "expired")
-STALE_AFTER = timedelta(seconds=120)
-RETENTION = timedelta(hours=int(os.environ.get("EXPORT_RETENTION_HOURS", "72")))
 CHUNK = 1 << 20
 
 
@@ -363,7 +363,7 @@ def assemble_export(export_id: str, host: str | None) -> None:
         archive_size=size,
         manifest=manifest,
         finished_at=utcnow(),
-        expires_at=utcnow() + RETENTION,
+        expires_at=utcnow() + timedelta(hours=get_settings().export_retention_hours),
         files_done=written,
     )
     _cleanup_staged(export_id, plan)
@@ -382,7 +382,7 @@ def _cleanup_staged(export_id: str, plan: dict) -> None:
 @celery_app.task(name="exports.resume", ignore_result=True)
 def resume_exports() -> int:
     """Plan again exports waiting for drives, and running ones that stalled."""
-    cutoff = utcnow() - STALE_AFTER
+    cutoff = utcnow() - stale_after()
     with session_scope("catalog") as session:
         ids = session.scalars(
             select(Export.id).where(

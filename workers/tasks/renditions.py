@@ -94,3 +94,32 @@ def render_source(source_id: str) -> int:
         render_source.apply_async(args=[source_id], queue=drive_queue(host))
     log.info("renditions_made", source_id=source_id, files=len(done_ids))
     return len(done_ids)
+
+
+@celery_app.task(name="renditions.sweep", ignore_result=True)
+def sweep_pending() -> int:
+    """Queue rendition and checksum work for online drives that still have some.
+
+    Covers work whose worker was killed: the per-drive tasks are safe to
+    run twice, so an extra one costs only a query.
+    """
+    from workers.tasks.checksums import checksum_source
+
+    with session_scope("catalog") as session:
+        pending = session.execute(
+            select(Source.id, Source.host)
+            .where(
+                Source.state == "online",
+                Source.id.in_(
+                    select(File.source_id).where(
+                        File.presence == "present",
+                        (File.rendition_state == "pending")
+                        | (File.checksum.is_(None) & (File.fingerprint != "")),
+                    )
+                ),
+            )
+        ).all()
+    for source_id, host in pending:
+        render_source.apply_async(args=[source_id], queue=drive_queue(host))
+        checksum_source.apply_async(args=[source_id], queue=drive_queue(host))
+    return len(pending)

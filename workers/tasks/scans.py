@@ -18,8 +18,11 @@ from workers.scan.walker import open_relative
 
 log = get_logger(__name__)
 
-# A running scan whose heartbeat is older than this is taken to be dead.
-STALE_AFTER = timedelta(seconds=120)
+
+def stale_after() -> timedelta:
+    """A running job whose heartbeat is older than this is taken to be dead."""
+    return timedelta(seconds=get_settings().stale_after_seconds)
+
 FINISHED = ("succeeded", "interrupted", "failed")
 
 
@@ -39,7 +42,7 @@ def _claim(scan_id: str) -> bool:
                 or_(
                     Scan.status == "queued",
                     Scan.heartbeat_at.is_(None),
-                    Scan.heartbeat_at < now - STALE_AFTER,
+                    Scan.heartbeat_at < now - stale_after(),
                 ),
                 Scan.status.not_in(FINISHED),
             )
@@ -125,7 +128,7 @@ def queue_follow_up(source: Source) -> None:
 @celery_app.task(name="scans.recover_stalled", ignore_result=True)
 def recover_stalled() -> int:
     """Re-send scans whose worker died or whose message was lost."""
-    cutoff = utcnow() - STALE_AFTER
+    cutoff = utcnow() - stale_after()
     with session_scope("catalog") as session:
         rows = session.execute(
             select(Scan.id, Scan.kind, Source.host)
