@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,48 @@ def _marshmallow_fields(messages) -> dict:
     return fields
 
 
+def _find_nul(value, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _find_nul(key, path) or _find_nul(item, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _find_nul(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def reject_nul_characters() -> None:
+    """Reject NUL characters anywhere in the query or JSON body.
+
+    No field accepts them and PostgreSQL cannot store them in text.
+    """
+    from flask import request
+
+    for key, values in request.args.lists():
+        if "\x00" in key or any("\x00" in v for v in values):
+            raise ValidationError(
+                f"query parameter {key!r} contains a NUL character",
+                fields={key: ["NUL characters are not allowed"]},
+            )
+    if request.is_json:
+        body = request.get_json(silent=True)
+        where = _find_nul(body, "")
+        if where is not None:
+            raise ValidationError(
+                f"field {where!r} contains a NUL character",
+                fields={where or "body": ["NUL characters are not allowed"]},
+            )
+
+
 def register_error_handlers(app: Flask) -> None:
+    app.before_request(reject_nul_characters)
+
     @app.errorhandler(ApiError)
     def handle_api_error(error: ApiError):
         body = error_body(error.code, error.message, error.fields, **error.extra)
@@ -105,6 +146,19 @@ def register_error_handlers(app: Flask) -> None:
             problems = "; ".join(f"{name}: {value}" for name, value in fields.items())
             message = f"invalid request: {problems}"
         return jsonify(error_body(code, message, fields)), error.code
+
+    @app.errorhandler(DataError)
+    def handle_data_error(error):
+        # A value the database cannot store (out of range, bad encoding).
+        log.warning("invalid value rejected by the database", exc_info=False)
+        body = error_body("invalid", "a value in the request is out of range or invalid")
+        return jsonify(body), 422
+
+    @app.errorhandler(IntegrityError)
+    def handle_integrity_error(error):
+        log.warning("conflicting write rejected by the database", exc_info=False)
+        body = error_body("conflict", "the change conflicts with existing data; retry")
+        return jsonify(body), 409
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(DBAPIError)

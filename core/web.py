@@ -8,12 +8,33 @@ import uuid
 import structlog
 from flask import Flask, g, jsonify, request
 from flask_smorest import Api
+from marshmallow import Schema
+from marshmallow import fields as ma_fields
 
 from core.errors import register_error_handlers
 from core.logs import configure_logging, get_logger
 from core.settings import get_settings
 
 log = get_logger(__name__)
+
+
+class ErrorDetailSchema(Schema):
+    code = ma_fields.String(required=True)
+    message = ma_fields.String(required=True)
+    # Problems per request field, when validation failed.
+    fields = ma_fields.Dict()
+    # The drive to connect, when an original is on an offline drive.
+    drive = ma_fields.String()
+
+
+class ErrorResponseSchema(Schema):
+    """The one error shape of every service, as documented in OpenAPI."""
+
+    error = ma_fields.Nested(ErrorDetailSchema, required=True)
+
+
+class ServiceApi(Api):
+    ERROR_SCHEMA = ErrorResponseSchema
 
 
 def create_base_app(name: str, title: str) -> tuple[Flask, Api]:
@@ -30,7 +51,7 @@ def create_base_app(name: str, title: str) -> tuple[Flask, Api]:
         MAX_CONTENT_LENGTH=16 * 1024 * 1024,
     )
     app.config["ARCHIVE_SETTINGS"] = settings
-    api = Api(
+    api = ServiceApi(
         app,
         spec_kwargs={
             "components": {

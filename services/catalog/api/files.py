@@ -25,8 +25,12 @@ def _escape_like(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+
+
 def _to_ns(value) -> int:
-    return int(value.timestamp() * 1e9)
+    # Dates far outside the range of nanosecond timestamps match no file.
+    return max(BIGINT_MIN, min(BIGINT_MAX, int(value.timestamp() * 1e9)))
 
 
 def search_query(principal, args: dict):
@@ -127,9 +131,38 @@ class FileLookup(MethodView):
 class FileItem(MethodView):
     @blp.response(200, schemas.FileSchema)
     def get(self, file_id):
-        """Show a file with its metadata."""
-        file, name, state = get_file(db(), current_principal(), file_id)
-        return serialize_file(file, name, state, detail=True)
+        """Show a file with its metadata and the collections that hold it.
+
+        ``collections`` is null when the collections service did not answer.
+        """
+        principal = current_principal()
+        file, name, state = get_file(db(), principal, file_id)
+        data = serialize_file(file, name, state, detail=True)
+        data["collections"] = _collections_holding(principal.org_id, file.id)
+        return data
+
+
+def _collections_holding(org_id: str, file_id: str) -> list | None:
+    import requests
+
+    from core.logs import get_logger
+    from core.settings import get_settings
+
+    settings = get_settings()
+    try:
+        response = requests.get(
+            f"{settings.collections_url}/api/v1/internal/files/{file_id}/collections",
+            params={"org_id": org_id},
+            headers={"X-Internal-Secret": settings.internal_secret or ""},
+            timeout=2,
+        )
+        response.raise_for_status()
+        return response.json()
+    except (requests.RequestException, ValueError) as error:
+        get_logger(__name__).warning(
+            "collections_lookup_failed", file_id=file_id, error=str(error)
+        )
+        return None
 
 
 def _rendition(file_id: str, which: str):
