@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 import zipfile
 from dataclasses import dataclass
@@ -31,6 +33,58 @@ class ArchiveEntry:
     # so the entry is skipped; the iterator raises it if the file changes
     # during the read, which aborts the archive.
     open: Callable[[], Iterator[bytes]]
+
+
+_DONE = object()
+
+
+def prefetch(chunks: Iterator[bytes], depth: int = 4) -> Iterator[bytes]:
+    """Read ``chunks`` on a thread, up to ``depth`` ahead of the consumer.
+
+    Reading (``pread``) and the zip writer's CRC32 both release the GIL, so
+    the two overlap on separate cores. Errors reach the consumer in order.
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        buffer.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            item = _DONE
+        except BaseException as error:  # handed to the consumer below
+            item = error
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    thread = threading.Thread(target=produce, name="export-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def compress_type(media_type: str) -> int:
@@ -80,7 +134,7 @@ def write_zip(
             info.external_attr = 0o644 << 16
             written = 0
             with archive.open(info, "w", force_zip64=entry.size > 0x7FFFFFFF) as target:
-                for chunk in chunks:
+                for chunk in prefetch(chunks):
                     target.write(chunk)
                     written += len(chunk)
                     bytes_done += len(chunk)

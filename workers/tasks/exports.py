@@ -34,7 +34,7 @@ from workers.tasks.scans import stale_after
 log = get_logger(__name__)
 
 FINISHED = ("succeeded", "failed", "cancelled", "expired")
-CHUNK = 1 << 20
+CHUNK = 4 << 20
 
 
 class DriveGone(Exception):
