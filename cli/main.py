@@ -31,9 +31,19 @@ def cli(ctx, url, token):
 
 
 def _register() -> None:
-    from cli.commands import agent, drives, files, groups, org, stack
+    from cli.commands import (
+        agent,
+        collections,
+        drives,
+        exports,
+        files,
+        groups,
+        links,
+        org,
+        stack,
+    )
 
-    for module in (stack, org, drives, files, groups, agent):
+    for module in (stack, org, drives, files, groups, collections, links, exports, agent):
         module.register(cli)
 
 

@@ -72,6 +72,11 @@ def create_celery() -> Celery:
             # long tasks also keep a heartbeat row, so a second copy that
             # arrives while the first still runs returns at once.
             "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", 600)),
+            # Lets several deployments (or test runs) share one Redis database.
+            "global_keyprefix": settings.redis_key_prefix,
+        },
+        result_backend_transport_options={
+            "global_keyprefix": settings.redis_key_prefix,
         },
         beat_schedule={
             "relay-outboxes": {"task": "outbox.relay_all", "schedule": 5.0},

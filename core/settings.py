@@ -113,6 +113,7 @@ class Settings:
     log_format: str
     scan_batch_size: int
     auto_migrate: bool
+    redis_key_prefix: str
     stale_after_seconds: int
     export_retention_hours: int
 
@@ -177,6 +178,7 @@ def load_settings(env: dict | None = None) -> Settings:
         log_format=_choice(env, "LOG_FORMAT", "console", {"console", "json"}),
         scan_batch_size=_int(env, "SCAN_BATCH_SIZE", 2000, 10, 100_000),
         auto_migrate=_bool(env, "AUTO_MIGRATE", True),
+        redis_key_prefix=_text(env, "REDIS_KEY_PREFIX", ""),
         stale_after_seconds=_int(env, "STALE_AFTER_SECONDS", 120, 2, 86_400),
         export_retention_hours=_int(env, "EXPORT_RETENTION_HOURS", 72, 1, 24 * 365),
     )

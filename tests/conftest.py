@@ -44,6 +44,7 @@ os.environ.update(
     SCAN_BATCH_SIZE="50",
     LOG_LEVEL="WARNING",
     CELERY_VISIBILITY_TIMEOUT="30",
+    REDIS_KEY_PREFIX=f"test-{RUN_ID}:",
 )
 
 
@@ -101,7 +102,11 @@ def clean_state(databases):
     _truncate_all()
     import redis
 
-    redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
+    # Only this run's keys: other runs may share the Redis database.
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    keys = list(client.scan_iter(match=f"*test-{RUN_ID}:*", count=1000))
+    if keys:
+        client.delete(*keys)
     yield
 
 
@@ -209,6 +214,7 @@ def celery_worker_process():
             sys.executable, "-m", "celery", "-A", "workers.celery_worker", "worker",
             "-Q", f"default,events,exports,drive.{TEST_HOST}", "-c", "2",
             "-l", "INFO", "-n", f"test-{RUN_ID}@{TEST_HOST}",
+            "--without-mingle", "--without-gossip",
         ],  # fmt: skip
         env=env,
         cwd=str(ROOT),

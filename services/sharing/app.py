@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request
 
+from core.auth import install_auth
+from core.remote_auth import resolve_remote
 from core.web import create_base_app
+from services.sharing import public, ratelimit
+from services.sharing.api import links
+from services.sharing.api.links import close_db
+from services.sharing.keys import link_secret
 
 
 def create_app() -> Flask:
-    app, _api = create_base_app("sharing", "Archive sharing API")
+    # Fail at start-up, not at the first request, when LINK_SECRET is unset.
+    link_secret()
+    app, api = create_base_app("sharing", "Archive sharing API")
+    api.register_blueprint(links.blp)
+    app.register_blueprint(public.blp)
+    install_auth(app, resolve_remote)
+    ratelimit.install(app)
+    app.teardown_appcontext(close_db)
+
+    @app.after_request
+    def public_headers(response):
+        if request.path.startswith(("/s/", "/s-static/")):
+            public.add_security_headers(response)
+        return response
+
     return app

@@ -1,3 +1,11 @@
 """Every Celery task, imported so the worker registers them."""
 
-from workers.tasks import checksums, exports, outbox, renditions, scans  # noqa: F401
+from workers.tasks import (  # noqa: F401
+    checksums,
+    collections,
+    exports,
+    outbox,
+    renditions,
+    scans,
+    sharing,
+)

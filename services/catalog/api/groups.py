@@ -7,6 +7,7 @@ from flask_smorest import Blueprint
 from sqlalchemy import func, select
 
 from core.auth import current_principal
+from core.db import utcnow
 from core.errors import Conflict, NotFound
 from services.catalog import schemas
 from services.catalog.access import visible_group_ids
@@ -63,6 +64,7 @@ def publish_group_change(session, group: SourceGroup) -> None:
                 "visibility": group.visibility,
                 "members": sorted(members),
                 "source_ids": sorted(sources),
+                "at": utcnow().isoformat(),
             }
         ],
     )
