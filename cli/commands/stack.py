@@ -137,6 +137,7 @@ def demo(folder, data_dir, email, exit_after, as_json):
             scan = wait_for_scan(client, scan["id"], source["file_count"] or None, quiet=as_json)
         source = _wait_for_renditions(client, source["id"], timeout=600)
         report = _report(client, source, scan)
+        report["share"] = _share(client, source)
         if as_json:
             print_json(report)
         else:
@@ -171,6 +172,43 @@ def _report(client: ApiClient, source: dict, scan: dict | None) -> dict:
     }
 
 
+def _share(client: ApiClient, source: dict) -> dict:
+    """Collect the drive's files into a collection and share it with a link."""
+    name = f"{source['name']} highlights"
+    found = client.get("/api/v1/collections", service="collections", name=name, limit=1)
+    if found["items"]:
+        collection = found["items"][0]
+    else:
+        collection = client.post(
+            "/api/v1/collections",
+            {"name": name, "description": f"Every file of drive {source['name']}"},
+            service="collections",
+        )
+    added = client.post(
+        f"/api/v1/collections/{collection['id']}/items",
+        {"query": {"q": "", "drive": source["id"]}},
+        service="collections",
+    )
+    link = client.post(
+        "/api/v1/links",
+        {
+            "collection_id": collection["id"],
+            "label": "demo",
+            "expires_in": "7d",
+            "allow_download": True,
+            "show_metadata": True,
+        },
+        service="sharing",
+    )
+    return {
+        "collection": collection["name"],
+        "collection_id": collection["id"],
+        "items": added["item_count"],
+        "link_id": link["id"],
+        "url": link["url"],
+    }
+
+
 def _print_report(report: dict) -> None:
     source = report["drive"]
     console.rule(f"[bold]drive {source['name']}")
@@ -185,6 +223,11 @@ def _print_report(report: dict) -> None:
     console.print(f"  archive files ls {source['name']}")
     console.print("  archive files search QUERY --type image")
     console.print("  archive drives list")
+    share = report["share"]
+    console.print(
+        f"\nCollection {share['collection']!r} ({share['items']} files) is shared at:"
+    )
+    console.print(f"  [bold]{share['url']}[/bold]")
 
 
 def register(cli):
