@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import click
 import requests
 
 from cli.config import ClientConfig
+
+
+def q(value: str) -> str:
+    """Quote a name or id for use as one segment of a URL path."""
+    return quote(str(value), safe="")
 
 
 class ApiClient:
@@ -34,7 +41,7 @@ class ApiClient:
             raise click.ClickException(_error_text(response))
         return response
 
-    def get(self, path, service="catalog", **params):
+    def get(self, path, /, service="catalog", **params):
         params = {k: v for k, v in params.items() if v is not None}
         return self.request("GET", path, service, params=params).json()
 

@@ -20,6 +20,20 @@ QUEUE_EVENTS = "events"
 QUEUE_EXPORTS = "exports"
 
 
+# Options of every event consumer: a concurrent writer of the same read-model
+# row makes the transaction fail, and a retry (idempotent by event id)
+# applies the event again on the fresh state.
+CONSUMER_OPTIONS = {
+    "acks_late": True,
+    "ignore_result": True,
+    "autoretry_for": (Exception,),
+    "dont_autoretry_for": (),
+    "retry_backoff": 1,
+    "retry_backoff_max": 60,
+    "max_retries": 8,
+}
+
+
 def drive_queue(host: str) -> str:
     return f"drive.{host}"
 

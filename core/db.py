@@ -120,6 +120,25 @@ def session_scope(service: str):
         session.close()
 
 
+def close_session(session: Session) -> None:
+    """Close a request's session; a connection the server dropped is discarded.
+
+    Runs at request teardown, after the response is built and outside the
+    error handlers, so a lost connection must not raise from here.
+    """
+    from sqlalchemy.exc import DBAPIError
+
+    from core.logs import get_logger
+
+    try:
+        session.close()
+    except DBAPIError as error:
+        get_logger(__name__).warning(
+            "session_close_failed", error=type(error.orig).__name__
+        )
+        session.invalidate()
+
+
 def dispose_engines() -> None:
     with _lock:
         for engine in _engines.values():

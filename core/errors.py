@@ -87,9 +87,14 @@ def _marshmallow_fields(messages) -> dict:
     return fields
 
 
+def _bad_text(text: str) -> bool:
+    """True for text no field accepts: NUL characters or lone surrogates."""
+    return "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
 def _find_nul(value, path: str) -> str | None:
     if isinstance(value, str):
-        return path if "\x00" in value else None
+        return path if _bad_text(value) else None
     if isinstance(value, dict):
         for key, item in value.items():
             found = _find_nul(key, path) or _find_nul(item, f"{path}.{key}" if path else str(key))
@@ -104,25 +109,31 @@ def _find_nul(value, path: str) -> str | None:
 
 
 def reject_nul_characters() -> None:
-    """Reject NUL characters anywhere in the query or JSON body.
+    """Reject NUL characters and lone surrogates anywhere in the request.
 
-    No field accepts them and PostgreSQL cannot store them in text.
+    No field accepts them: PostgreSQL cannot store NUL in text, and a lone
+    surrogate cannot be encoded as UTF-8.
     """
     from flask import request
 
     for key, values in request.args.lists():
-        if "\x00" in key or any("\x00" in v for v in values):
+        if _bad_text(key) or any(_bad_text(v) for v in values):
             raise ValidationError(
-                f"query parameter {key!r} contains a NUL character",
-                fields={key: ["NUL characters are not allowed"]},
+                f"query parameter {key!r} contains a NUL character or a lone surrogate",
+                fields={key: ["NUL characters and lone surrogates are not allowed"]},
             )
     if request.is_json:
-        body = request.get_json(silent=True)
+        try:
+            body = request.get_json(silent=True)
+        except RecursionError:
+            raise ValidationError(
+                "the JSON body is nested too deeply", fields={"json": ["nested too deeply"]}
+            ) from None
         where = _find_nul(body, "")
         if where is not None:
             raise ValidationError(
-                f"field {where!r} contains a NUL character",
-                fields={where or "body": ["NUL characters are not allowed"]},
+                f"field {where!r} contains a NUL character or a lone surrogate",
+                fields={where or "body": ["NUL characters and lone surrogates are not allowed"]},
             )
 
 
@@ -156,7 +167,12 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(IntegrityError)
     def handle_integrity_error(error):
-        log.warning("conflicting write rejected by the database", exc_info=False)
+        diag = getattr(error.orig, "diag", None)
+        log.warning(
+            "conflicting write rejected by the database: constraint %s, table %s",
+            getattr(diag, "constraint_name", None),
+            getattr(diag, "table_name", None),
+        )
         body = error_body("conflict", "the change conflicts with existing data; retry")
         return jsonify(body), 409
 

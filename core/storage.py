@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import io
 import threading
+import time
 import os
 import tempfile
 from datetime import timedelta
@@ -64,6 +65,14 @@ class ObjectStore:
     def presigned_get(self, key: str, expires: timedelta) -> str | None:
         """Return a time-limited URL, or None when the backend cannot make one."""
         return None
+
+    def discard_partial_uploads(self, prefix: str, older_than: timedelta) -> int:
+        """Delete uploads under ``prefix`` that a killed writer left unfinished.
+
+        S3 backends leave this to a bucket lifecycle rule that aborts
+        incomplete multipart uploads.
+        """
+        return 0
 
     @contextlib.contextmanager
     def writer(self, key: str, content_type: str):
@@ -199,6 +208,23 @@ class LocalStore(ObjectStore):
             if isinstance(error, OSError):
                 raise StorageError(f"failed to write object {key!r}: {error}") from error
             raise
+
+    def discard_partial_uploads(self, prefix: str, older_than: timedelta) -> int:
+        folder = self._path(prefix)
+        cutoff = time.time() - older_than.total_seconds()
+        removed = 0
+        try:
+            candidates = list(folder.glob(".upload-*"))
+        except OSError:
+            return 0
+        for path in candidates:
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
     def exists(self, key):
         return self._path(key).is_file()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
 import structlog
 from flask import Flask, g, jsonify, request
-from flask_smorest import Api
+from flask_smorest import Api, Blueprint
+from webargs.flaskparser import FlaskParser
 from marshmallow import Schema
 from marshmallow import fields as ma_fields
 
@@ -35,6 +37,19 @@ class ErrorResponseSchema(Schema):
 
 class ServiceApi(Api):
     ERROR_SCHEMA = ErrorResponseSchema
+
+
+class SafeParser(FlaskParser):
+    """A request parser that answers 400, not 500, to absurdly nested JSON."""
+
+    def _raw_load_json(self, req):
+        try:
+            return super()._raw_load_json(req)
+        except RecursionError:
+            raise json.JSONDecodeError("nested too deeply", "", 0) from None
+
+
+Blueprint.ARGUMENTS_PARSER = SafeParser()
 
 
 def create_base_app(name: str, title: str) -> tuple[Flask, Api]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import click
 
 from cli.commands.drives import connect_drive
-from cli.output import console, print_json
+from cli.output import console
 from workers.scan.volume import is_empty_dir, read_volume_id
 
 
@@ -79,7 +80,7 @@ def agent(obj, watch_dir, interval, once, as_json):
 
 def _event(as_json: bool, event: str, **fields) -> None:
     if as_json:
-        print_json({"event": event, **fields})
+        click.echo(json.dumps({"event": event, **fields}, ensure_ascii=False))
     else:
         details = " ".join(f"{k}={v}" for k, v in fields.items())
         console.print(f"{event} {details}")

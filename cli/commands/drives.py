@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import click
+
+from cli.client import q
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from cli.output import console, human_size, json_option, print_json, table
@@ -117,7 +119,7 @@ def connect(obj, path, name, group, wait, as_json):
 @click.pass_obj
 def disconnect(obj, name, wait, as_json):
     """Mark a drive offline; its files stay listed with thumbnails."""
-    source = obj.client.post(f"/api/v1/sources/{name}/disconnect")
+    source = obj.client.post(f"/api/v1/sources/{q(name)}/disconnect")
     while wait and source.get("active_scan"):
         time.sleep(0.3)
         source = obj.client.get(f"/api/v1/sources/{source['id']}")
@@ -166,7 +168,7 @@ def list_drives(obj, as_json):
 @click.pass_obj
 def rescan(obj, name, wait, as_json):
     """Scan a connected drive again."""
-    source = obj.client.get(f"/api/v1/sources/{name}")
+    source = obj.client.get(f"/api/v1/sources/{q(name)}")
     scan = obj.client.post(f"/api/v1/sources/{source['id']}/scans")
     if wait:
         scan = wait_for_scan(obj.client, scan["id"], source["file_count"], quiet=as_json)
@@ -185,7 +187,7 @@ def rescan(obj, name, wait, as_json):
 @click.pass_obj
 def verify(obj, name, as_json):
     """Re-read a drive; report files whose bytes changed but metadata did not."""
-    source = obj.client.get(f"/api/v1/sources/{name}")
+    source = obj.client.get(f"/api/v1/sources/{q(name)}")
     scan = obj.client.post(f"/api/v1/sources/{source['id']}/verify")
     scan = wait_for_scan(obj.client, scan["id"], source["file_count"], quiet=True)
     if as_json:
@@ -207,7 +209,7 @@ def verify(obj, name, as_json):
 @click.pass_obj
 def scans(obj, name, as_json):
     """Show a drive's scan history."""
-    page = obj.client.get(f"/api/v1/sources/{name}/scans", limit=50)
+    page = obj.client.get(f"/api/v1/sources/{q(name)}/scans", limit=50)
     if as_json:
         print_json(page)
         return

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from cli.client import q
+
 from cli.output import console, files_table, human_size, json_option, print_json, table
 
 
@@ -30,7 +32,7 @@ def files():
 def ls(obj, location, as_json):
     """List a folder: DRIVE or DRIVE:FOLDER."""
     drive, _, folder = location.partition(":")
-    items, last = _collect(obj.client, f"/api/v1/sources/{drive}/folder", {"path": folder}, None)
+    items, last = _collect(obj.client, f"/api/v1/sources/{q(drive)}/folder", {"path": folder}, None)
     if as_json:
         print_json({"drive": last.get("drive"), "folder": last.get("folder"),
                     "folders": last.get("folders", []), "items": items})  # fmt: skip

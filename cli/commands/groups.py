@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from cli.client import q
+
 from cli.output import json_option, print_json, table
 
 
@@ -50,7 +52,7 @@ def create(obj, name, restricted, as_json):
 @click.pass_obj
 def grant(obj, name, email, as_json):
     """Let a member see a restricted group."""
-    data = obj.client.post(f"/api/v1/groups/{name}/members", {"email": email})
+    data = obj.client.post(f"/api/v1/groups/{q(name)}/members", {"email": email})
     if as_json:
         print_json(data)
         return
@@ -64,7 +66,7 @@ def grant(obj, name, email, as_json):
 @click.pass_obj
 def revoke(obj, name, email, as_json):
     """Stop a member from seeing a restricted group."""
-    data = obj.client.delete(f"/api/v1/groups/{name}/members/{email}")
+    data = obj.client.delete(f"/api/v1/groups/{q(name)}/members/{q(email)}")
     if as_json:
         print_json(data)
         return
@@ -78,7 +80,7 @@ def revoke(obj, name, email, as_json):
 @click.pass_obj
 def add_drive(obj, name, drive, as_json):
     """Move a drive into a group."""
-    data = obj.client.patch(f"/api/v1/sources/{drive}", {"group": name})
+    data = obj.client.patch(f"/api/v1/sources/{q(drive)}", {"group": name})
     if as_json:
         print_json(data)
         return

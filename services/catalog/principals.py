@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.auth import Principal, hash_token
-from services.catalog.models import ApiToken, GroupMember, Membership, User
+from services.catalog.models import ApiToken, GroupMember, Membership, SourceGroup, User
 
 
 def resolve_token(session: Session, token: str) -> Principal | None:
@@ -24,7 +24,12 @@ def resolve_token(session: Session, token: str) -> Principal | None:
         return None
     api_token, role, email = row
     groups = session.scalars(
-        select(GroupMember.group_id).where(GroupMember.user_id == api_token.user_id)
+        select(GroupMember.group_id)
+        .join(SourceGroup, SourceGroup.id == GroupMember.group_id)
+        .where(
+            GroupMember.user_id == api_token.user_id,
+            SourceGroup.org_id == api_token.org_id,
+        )
     ).all()
     return Principal(
         user_id=api_token.user_id,

@@ -171,8 +171,8 @@ class FileSearchArgsSchema(PageArgsSchema):
     ext = fields.String(validate=validate.Length(max=50))
     drive = fields.String(validate=validate.Length(max=200))
     state = fields.String(validate=validate.OneOf(["online", "offline", "missing"]))
-    min_size = fields.Integer(validate=validate.Range(min=0))
-    max_size = fields.Integer(validate=validate.Range(min=0))
+    min_size = fields.Integer(validate=validate.Range(min=0, max=2**63 - 1))
+    max_size = fields.Integer(validate=validate.Range(min=0, max=2**63 - 1))
     modified_after = fields.DateTime()
     modified_before = fields.DateTime()
 

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import create_engine, select
+from sqlalchemy import bindparam, create_engine, select
 
 from core.db import database_url, get_engine, utcnow
 from core.pagination import decode_cursor, encode_cursor
@@ -94,8 +94,15 @@ def public_engine():
             if url.startswith("sqlite"):
                 _public_engine = get_engine("sharing")
             else:
+                # Public reads are single statements: autocommit saves the
+                # BEGIN and ROLLBACK round trips of each checkout.
                 _public_engine = create_engine(
-                    url, pool_pre_ping=False, pool_size=10, max_overflow=20, pool_recycle=1800
+                    url,
+                    pool_pre_ping=False,
+                    pool_size=10,
+                    max_overflow=20,
+                    pool_recycle=1800,
+                    isolation_level="AUTOCOMMIT",
                 )
         return _public_engine
 
@@ -108,15 +115,18 @@ def reset_public_engine() -> None:
         _public_engine = None
 
 
+# Built once: constructing the statement costs more than running it.
+_LINK_QUERY = (
+    select(*LINK_COLUMNS, OrgState.version)
+    .outerjoin(OrgState, OrgState.org_id == Link.org_id)
+    .where(Link.token_digest == bindparam("digest"))
+)
+
+
 def load_link(token: str) -> LinkState | None:
     """Read the link of ``token`` and its organization's version in one query."""
-    query = (
-        select(*LINK_COLUMNS, OrgState.version)
-        .outerjoin(OrgState, OrgState.org_id == Link.org_id)
-        .where(Link.token_digest == token_digest(token))
-    )
     with public_engine().connect() as conn:
-        row = conn.execute(query).first()
+        row = conn.execute(_LINK_QUERY, {"digest": token_digest(token)}).first()
     if row is None:
         return None
     values = list(row)
@@ -298,7 +308,7 @@ def clear_cache() -> None:
 
 def page(listing: Listing, cursor: str | None, limit: int) -> tuple[list[FileEntry], str | None]:
     """Return one page of entries after ``cursor`` and the next page's cursor."""
-    after = decode_cursor(cursor, 2)
+    after = decode_cursor(cursor, 2, (int, str))
     start = bisect.bisect_right(listing.sort_keys, (after[0], after[1])) if after else 0
     entries = listing.entries[start : start + limit]
     next_cursor = None

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -182,23 +184,45 @@ def _listing_page(listing: Listing, cursor: str | None, limit: int):
         raise PublicError(422, "invalid", error.message, fields=error.fields) from None
 
 
-@blp.get("/s/<token>")
-def show_page(token):
-    context = open_link(token)
-    listing = get_listing(token, context.link)
-    cursor, limit = _page_args()
+# Rendered pages by (token, link version, organization version, cursor,
+# limit). The link itself is still checked on every request before this.
+_rendered_pages: OrderedDict = OrderedDict()
+_rendered_lock = threading.Lock()
+RENDERED_PAGES = 512
+
+
+def _render_page(token: str, link: LinkState, cursor, limit: int) -> str:
+    key = (token, link.version, link.org_version, cursor, limit)
+    with _rendered_lock:
+        if key in _rendered_pages:
+            _rendered_pages.move_to_end(key)
+            return _rendered_pages[key]
+    listing = get_listing(token, link)
     entries, next_cursor = _listing_page(listing, cursor, limit)
-    stats.record(context.link.id, views=1)
-    return render_template(
+    html = render_template(
         "page.html",
         token=token,
-        link=context.link,
+        link=link,
         listing=listing,
         items=[entry.public for entry in entries],
         next_cursor=next_cursor,
         page_size=limit,
         first_page=cursor is None,
     )
+    with _rendered_lock:
+        _rendered_pages[key] = html
+        while len(_rendered_pages) > RENDERED_PAGES:
+            _rendered_pages.popitem(last=False)
+    return html
+
+
+@blp.get("/s/<token>")
+def show_page(token):
+    context = open_link(token)
+    cursor, limit = _page_args()
+    html = _render_page(token, context.link, cursor, limit)
+    stats.record(context.link.id, views=1)
+    return html
 
 
 @blp.post("/s/<token>/unlock")

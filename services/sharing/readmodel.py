@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from core.db import utcnow
@@ -66,12 +66,13 @@ def parse_time(value) -> datetime:
 
 def bump_org(session: Session, org_id: str) -> None:
     """Increment the organization's version, creating its row on first use."""
-    state = session.get(OrgState, org_id, with_for_update=True)
-    if state is None:
-        session.add(OrgState(org_id=org_id, version=1))
-        session.flush()
-    else:
-        state.version += 1
+    insert_missing(session, OrgState, [{"org_id": org_id, "version": 0}])
+    session.execute(
+        update(OrgState)
+        .where(OrgState.org_id == org_id)
+        .values(version=OrgState.version + 1)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _file_values(facts: dict) -> dict:
@@ -90,27 +91,40 @@ def _file_values(facts: dict) -> dict:
     return values
 
 
+def insert_missing(session: Session, model, rows: list[dict]) -> None:
+    """Insert rows whose primary key is not taken; leave existing rows alone.
+
+    Event consumers and link creation write the same read-model rows at the
+    same time, so a plain insert after a read could fail on the key.
+    """
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    session.execute(insert(model).values(rows).on_conflict_do_nothing())
+
+
 def _apply_source_from_file(session: Session, facts: dict, at: datetime) -> None:
     source_id = facts.get("source_id")
     if not source_id:
         return
-    source = session.get(SourceFacts, source_id)
-    if source is None:
-        session.add(
-            SourceFacts(
-                id=source_id,
-                org_id=facts["org_id"],
-                name=facts.get("source_name") or "",
-                state=facts.get("source_state") or "offline",
-                group_id=facts.get("group_id"),
-                state_at=at,
-            )
-        )
-        session.flush()
-    elif at > source.state_at:
-        source.name = facts.get("source_name") or source.name
+    values = {
+        "name": facts.get("source_name") or "",
+        "state": facts.get("source_state") or "offline",
+        "group_id": facts.get("group_id"),
+    }
+    insert_missing(
+        session,
+        SourceFacts,
+        [{"id": source_id, "org_id": facts["org_id"], "state_at": at, **values}],
+    )
+    source = session.get(SourceFacts, source_id, populate_existing=True)
+    if at > source.state_at:
+        source.name = values["name"] or source.name
         source.state = facts.get("source_state") or source.state
-        source.group_id = facts.get("group_id")
+        source.group_id = values["group_id"]
         source.state_at = at
 
 
@@ -118,24 +132,29 @@ def upsert_files(session: Session, facts_list: list[dict]) -> None:
     """Store file facts newer than the ones held, and their drives' facts."""
     if not facts_list:
         return
-    ids = [facts["id"] for facts in facts_list]
-    held = {
-        row.id: row
-        for row in session.scalars(select(FileFacts).where(FileFacts.id.in_(ids)))
-    }
-    orgs = set()
+    newest: dict[str, dict] = {}
     for facts in facts_list:
         values = _file_values(facts)
-        row = held.get(facts["id"])
-        if row is None:
-            row = FileFacts(id=facts["id"], **values)
-            session.add(row)
-            held[row.id] = row
-        elif values["updated_at"] > row.updated_at:
+        held = newest.get(facts["id"])
+        if held is None or values["updated_at"] > held[1]["updated_at"]:
+            newest[facts["id"]] = (facts, values)
+    insert_missing(
+        session, FileFacts, [{"id": file_id, **values} for file_id, (_, values) in newest.items()]
+    )
+    held = {
+        row.id: row
+        for row in session.scalars(
+            select(FileFacts)
+            .where(FileFacts.id.in_(list(newest)))
+            .execution_options(populate_existing=True)
+        )
+    }
+    orgs = set()
+    for file_id, (facts, values) in newest.items():
+        row = held[file_id]
+        if values["updated_at"] > row.updated_at:
             for column, value in values.items():
                 setattr(row, column, value)
-        else:
-            continue
         _apply_source_from_file(session, facts, values["updated_at"])
         orgs.add(values["org_id"])
     for org_id in orgs:
@@ -172,19 +191,19 @@ def set_group(
     session: Session, org_id: str, group_id: str, visibility: str, members: list[str]
 ) -> None:
     """Replace a group's visibility and member list."""
-    group = session.get(GroupFacts, group_id)
-    if group is None:
-        session.add(GroupFacts(id=group_id, org_id=org_id, visibility=visibility))
-    else:
-        group.visibility = visibility
-    held = set(
-        session.scalars(select(GroupMember.user_id).where(GroupMember.group_id == group_id))
+    insert_missing(
+        session, GroupFacts, [{"id": group_id, "org_id": org_id, "visibility": visibility}]
     )
+    session.get(GroupFacts, group_id, populate_existing=True).visibility = visibility
     wanted = set(members)
-    for user_id in held - wanted:
-        session.delete(session.get(GroupMember, (group_id, user_id)))
-    for user_id in wanted - held:
-        session.add(GroupMember(group_id=group_id, user_id=user_id))
+    session.execute(
+        delete(GroupMember)
+        .where(GroupMember.group_id == group_id, GroupMember.user_id.not_in(wanted))
+        .execution_options(synchronize_session=False)
+    )
+    insert_missing(
+        session, GroupMember, [{"group_id": group_id, "user_id": u} for u in sorted(wanted)]
+    )
     session.flush()
 
 
@@ -210,10 +229,11 @@ def apply_group_changed(session: Session, payload: dict) -> None:
 
 def set_member(session: Session, org_id: str, user_id: str, role: str | None, at) -> None:
     at = parse_time(at)
-    member = session.get(MemberFacts, (org_id, user_id))
-    if member is None:
-        session.add(MemberFacts(org_id=org_id, user_id=user_id, role=role, at=at))
-    elif at >= member.at:
+    insert_missing(
+        session, MemberFacts, [{"org_id": org_id, "user_id": user_id, "role": role, "at": at}]
+    )
+    member = session.get(MemberFacts, (org_id, user_id), populate_existing=True)
+    if at >= member.at:
         member.role = role
         member.at = at
     session.flush()
@@ -227,14 +247,15 @@ def apply_member_changed(session: Session, payload: dict) -> None:
 
 
 def _collection(session: Session, collection_id: str, org_id: str) -> CollectionFacts:
-    collection = session.get(CollectionFacts, collection_id, with_for_update=True)
-    if collection is None:
-        collection = CollectionFacts(
-            id=collection_id, org_id=org_id, name="", description="", updated_at=EPOCH
-        )
-        session.add(collection)
-        session.flush()
-    return collection
+    insert_missing(
+        session,
+        CollectionFacts,
+        [{"id": collection_id, "org_id": org_id, "name": "", "description": "",
+          "updated_at": EPOCH}],
+    )  # fmt: skip
+    return session.get(
+        CollectionFacts, collection_id, with_for_update=True, populate_existing=True
+    )
 
 
 def set_collection(session: Session, data: dict, org_id: str) -> CollectionFacts:

@@ -9,7 +9,7 @@ newer facts.
 
 from __future__ import annotations
 
-from core.celery_app import celery_app
+from core.celery_app import CONSUMER_OPTIONS, celery_app
 from core.db import session_scope
 from core.logs import get_logger
 from core.outbox import claim_event, subscribe
@@ -45,17 +45,17 @@ def consume(event: dict) -> bool:
     return True
 
 
-@celery_app.task(name="collections.files_updated", acks_late=True, ignore_result=True)
+@celery_app.task(name="collections.files_updated", **CONSUMER_OPTIONS)
 def on_files_updated(event: dict) -> bool:
     return consume(event)
 
 
-@celery_app.task(name="collections.source_state", acks_late=True, ignore_result=True)
+@celery_app.task(name="collections.source_state", **CONSUMER_OPTIONS)
 def on_source_state(event: dict) -> bool:
     return consume(event)
 
 
-@celery_app.task(name="collections.group_changed", acks_late=True, ignore_result=True)
+@celery_app.task(name="collections.group_changed", **CONSUMER_OPTIONS)
 def on_group_changed(event: dict) -> bool:
     return consume(event)
 

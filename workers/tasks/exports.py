@@ -337,6 +337,9 @@ def assemble_export(export_id: str, host: str | None) -> None:
         return {"MANIFEST.json": json.dumps(report, indent=2, ensure_ascii=False).encode()}
 
     key = f"exports/{export_id}/{name}.zip"
+    # A killed earlier attempt may have left its unfinished upload; a writer
+    # still alive keeps its file fresh, so only stale ones are removed.
+    store.discard_partial_uploads(f"exports/{export_id}", stale_after())
     try:
         with store.writer(key, "application/zip") as out:
             written = write_zip(out, entries, manifest_files, progress, cancelled, skip)
@@ -413,6 +416,7 @@ def expire_exports() -> int:
         for export in rows:
             if export.archive_key:
                 get_store().delete(export.archive_key)
+            get_store().discard_partial_uploads(f"exports/{export.id}", timedelta(0))
             export.status = "expired"
     return len(rows)
 

@@ -30,7 +30,9 @@ def _outbox_models():
 
 
 def send_event(task_name: str, event: dict) -> None:
-    celery_app.send_task(task_name, args=[event], queue=QUEUE_EVENTS)
+    # No result: the result backend would retry its own connection for
+    # seconds when the broker is down, where the relay should fail fast.
+    celery_app.send_task(task_name, args=[event], queue=QUEUE_EVENTS, ignore_result=True)
 
 
 @celery_app.task(name="outbox.relay", ignore_result=True)

@@ -119,10 +119,13 @@ def queue_follow_up(source: Source) -> None:
             base.where(File.checksum.is_(None), File.fingerprint != "").limit(1)
         )
     # An unchanged rescan leaves nothing pending and so queues nothing.
-    if renditions_pending:
-        render_source.apply_async(args=[source.id], queue=queue)
-    if checksums_pending:
-        checksum_source.apply_async(args=[source.id], queue=queue)
+    try:
+        if renditions_pending:
+            render_source.apply_async(args=[source.id], queue=queue)
+        if checksums_pending:
+            checksum_source.apply_async(args=[source.id], queue=queue)
+    except Exception as error:  # broker down: renditions.sweep queues it later
+        log.warning("follow_up_enqueue_failed", source_id=source.id, error=str(error))
 
 
 @celery_app.task(name="scans.recover_stalled", ignore_result=True)

@@ -9,7 +9,7 @@ facts.
 
 from __future__ import annotations
 
-from core.celery_app import celery_app
+from core.celery_app import CONSUMER_OPTIONS, celery_app
 from core.db import session_scope
 from core.logs import get_logger
 from core.outbox import claim_event, subscribe
@@ -49,7 +49,7 @@ def consume(event: dict) -> bool:
 
 def _register(topic: str):
     name = "sharing." + topic.split(".", 1)[1]
-    task = celery_app.task(name=name, acks_late=True, ignore_result=True)(consume)
+    task = celery_app.task(name=name, **CONSUMER_OPTIONS)(consume)
     subscribe(topic, task.name)
     return task
 

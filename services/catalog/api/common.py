@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from flask import g
 
-from core.db import session_factory
+from core.db import close_session, session_factory
 from core.settings import get_settings
 from services.catalog.access import file_state
 
@@ -21,7 +21,7 @@ def db():
 def close_db(_exc=None):
     session = g.pop("db_session", None)
     if session is not None:
-        session.close()
+        close_session(session)
 
 
 def mtime_to_datetime(mtime_ns: int) -> datetime:

@@ -10,13 +10,13 @@ from flask import Response, request, stream_with_context
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from core.auth import Principal, check_internal_secret, current_principal
 from core.celery_app import QUEUE_EXPORTS, drive_queue
 from core.errors import Conflict, DriveOffline, Gone, NotFound, ServiceUnavailable, ValidationError
 from core.logs import get_logger
-from core.pagination import decode_cursor, encode_cursor
+from core.pagination import decode_cursor, decode_offset, encode_cursor
 from core.settings import get_settings
 from core.storage import ObjectNotFound, get_store
 from services.catalog.access import get_file, visible_files
@@ -119,6 +119,22 @@ def _get_export(session, org_id: str, export_id: str) -> Export:
     return export
 
 
+def _member_export(session, principal: Principal, export_id: str) -> Export:
+    """An export the member made, or one of only files the member may see."""
+    export = _get_export(session, principal.org_id, export_id)
+    if export.user_id == principal.user_id:
+        return export
+    ids = export.file_ids
+    visible = session.scalar(
+        select(func.count()).select_from(
+            visible_files(principal).with_only_columns(File.id).where(File.id.in_(ids)).subquery()
+        )
+    )
+    if visible != len(set(ids)):
+        raise NotFound(f"export {export_id!r} not found")
+    return export
+
+
 def archive_response(export: Export) -> Response:
     if export.status == "expired":
         raise Gone(f"export {export.id!r} expired and its archive was deleted")
@@ -205,13 +221,14 @@ class Exports(MethodView):
     })(), location="query")  # fmt: skip
     @blp.response(200)
     def get(self, args):
-        """List the organization's exports, newest first."""
+        """List the caller's exports, newest first."""
         principal = current_principal()
-        query = select(Export).where(Export.org_id == principal.org_id).order_by(
+        query = select(Export).where(
+            Export.org_id == principal.org_id, Export.user_id == principal.user_id
+        ).order_by(
             Export.created_at.desc(), Export.id.desc()
         )
-        after = decode_cursor(args["cursor"], 1)
-        offset = int(after[0]) if after and str(after[0]).isdigit() else 0
+        offset = decode_offset(args["cursor"])
         rows = db().scalars(query.offset(offset).limit(args["limit"] + 1)).all()
         page = rows[: args["limit"]]
         cursor = encode_cursor([str(offset + len(page))]) if len(rows) > len(page) else None
@@ -223,7 +240,7 @@ class ExportItem(MethodView):
     @blp.response(200)
     def get(self, export_id):
         """Show an export's state and progress."""
-        return serialize_export(_get_export(db(), current_principal().org_id, export_id))
+        return serialize_export(_member_export(db(), current_principal(), export_id))
 
 
 @blp.route("/exports/<export_id>/cancel")
@@ -232,7 +249,10 @@ class ExportCancel(MethodView):
     def post(self, export_id):
         """Cancel an export that has not finished."""
         session = db()
-        export = _get_export(session, current_principal().org_id, export_id)
+        principal = current_principal()
+        export = _member_export(session, principal, export_id)
+        if export.user_id != principal.user_id:
+            principal.require("admin")
         if export.status in ("queued", "waiting"):
             export.status = "cancelled"
             export.finished_at = datetime.now(timezone.utc)
@@ -247,7 +267,7 @@ class ExportArchive(MethodView):
     @blp.response(200, content_type="application/zip")
     def get(self, export_id):
         """Download a finished export's zip."""
-        return archive_response(_get_export(db(), current_principal().org_id, export_id))
+        return archive_response(_member_export(db(), current_principal(), export_id))
 
 
 @blp.route("/files/<file_id>/original")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from flask import Response, stream_with_context
 from flask.views import MethodView
@@ -26,11 +26,21 @@ def _escape_like(term: str) -> str:
 
 
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _to_ns(value) -> int:
-    # Dates far outside the range of nanosecond timestamps match no file.
-    return max(BIGINT_MIN, min(BIGINT_MAX, int(value.timestamp() * 1e9)))
+    """Nanoseconds since the epoch; a naive datetime is taken as UTC.
+
+    Dates outside the range of 64-bit nanosecond timestamps are clamped.
+    """
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    try:
+        seconds = (value - EPOCH).total_seconds()
+    except OverflowError:
+        return BIGINT_MIN if value.year < 1970 else BIGINT_MAX
+    return max(BIGINT_MIN, min(BIGINT_MAX, int(seconds * 1e9)))
 
 
 def search_query(principal, args: dict):

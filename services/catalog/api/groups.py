@@ -126,6 +126,17 @@ class Group(MethodView):
         principal.require("admin")
         session = db()
         group = find_group(session, principal, group_ref)
+        if "name" in data and data["name"] != group.name:
+            taken = session.scalar(
+                select(SourceGroup.id).where(
+                    SourceGroup.org_id == principal.org_id, SourceGroup.name == data["name"]
+                )
+            )
+            if taken:
+                raise Conflict(
+                    f"a group named {data['name']!r} already exists",
+                    fields={"name": ["already exists"]},
+                )
         for key, value in data.items():
             setattr(group, key, value)
         publish_group_change(session, group)

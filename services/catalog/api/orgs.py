@@ -14,6 +14,7 @@ from services.catalog.api.common import db
 from services.catalog.events import publish_member
 from services.catalog.models import (
     ApiToken,
+    GroupMember,
     Membership,
     Organization,
     SourceGroup,
@@ -150,6 +151,18 @@ class Member(MethodView):
         membership = _membership(session, principal.org_id, user_id)
         if "owner" in (membership.role, data["role"]) and principal.role != "owner":
             raise Forbidden("only an owner can grant or remove the owner role")
+        if membership.role == "owner" and data["role"] != "owner":
+            owners = session.scalar(
+                select(func.count(Membership.id)).where(
+                    Membership.org_id == principal.org_id, Membership.role == "owner"
+                )
+            )
+            if owners <= 1:
+                raise Forbidden(
+                    "the last owner cannot give up the owner role; make another "
+                    "member owner first",
+                    fields={"role": ["the organization needs an owner"]},
+                )
         membership.role = data["role"]
         publish_member(session.connection(), principal.org_id, user_id, data["role"])
         session.commit()
@@ -179,6 +192,14 @@ class Member(MethodView):
         )
         for token in tokens:
             session.delete(token)
+        # Grants end with the membership: re-adding the member grants nothing.
+        org_groups = select(SourceGroup.id).where(SourceGroup.org_id == principal.org_id)
+        for grant in session.scalars(
+            select(GroupMember).where(
+                GroupMember.user_id == user_id, GroupMember.group_id.in_(org_groups)
+            )
+        ):
+            session.delete(grant)
         publish_member(session.connection(), principal.org_id, user_id, None)
         session.commit()
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from core.auth import current_principal
 from core.errors import Conflict, DriveOffline, NotFound
-from core.pagination import decode_cursor, encode_cursor
+from core.pagination import decode_cursor, decode_offset, encode_cursor
 from core.db import utcnow
 from services.catalog import schemas
 from services.catalog.access import find_source, visible_files, visible_sources
@@ -171,7 +171,8 @@ class Sources(MethodView):
                         SourceGroup.org_id == principal.org_id, SourceGroup.name == "Everyone"
                     )
                 )
-            wanted = data.get("name") or PurePosixPath(data["mount_path"]).name or "drive"
+            # Leave room for the "-N" suffix that keeps names unique.
+            wanted = data.get("name") or PurePosixPath(data["mount_path"]).name[:190] or "drive"
             if data.get("name") and session.scalar(
                 select(Source.id).where(Source.org_id == principal.org_id, Source.name == wanted)
             ):
@@ -296,8 +297,7 @@ class Scans(MethodView):
         session = db()
         source = find_source(session, current_principal(), ref)
         query = select(Scan).where(Scan.source_id == source.id).order_by(Scan.requested_at.desc(), Scan.id.desc())
-        after = decode_cursor(args["cursor"], 1)
-        offset = int(after[0]) if after and str(after[0]).isdigit() else 0
+        offset = decode_offset(args["cursor"])
         scans = session.scalars(query.offset(offset).limit(args["limit"] + 1)).all()
         page = scans[: args["limit"]]
         cursor = encode_cursor([str(offset + len(page))]) if len(scans) > len(page) else None

@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.auth import Principal
+from core.db import close_session, session_factory
 from core.errors import NotFound
 from core.settings import get_settings
 from services.collections.models import Collection, CollectionItem, FileFacts
@@ -18,8 +19,6 @@ COVER_SCAN_LIMIT = 1000
 def db() -> Session:
     """Return the request's collections session; closed at teardown."""
     if "db_session" not in g:
-        from core.db import session_factory
-
         g.db_session = session_factory("collections")()
     return g.db_session
 
@@ -27,7 +26,7 @@ def db() -> Session:
 def close_db(_exc=None) -> None:
     session = g.pop("db_session", None)
     if session is not None:
-        session.close()
+        close_session(session)
 
 
 def file_url(file_id: str, rendition: str) -> str:

@@ -68,13 +68,7 @@ def serialize_item(item: CollectionItem, facts: FileFacts | None, drive, drive_s
 
 
 def _decode_position_cursor(cursor: str | None):
-    after = decode_cursor(cursor, 2)
-    if after and not (isinstance(after[0], int) and isinstance(after[1], str)):
-        raise ValidationError(
-            "cursor is invalid: pass the next_cursor of a previous page",
-            fields={"cursor": ["invalid cursor"]},
-        )
-    return after
+    return decode_cursor(cursor, 2, (int, str))
 
 
 def list_items(session, collection, principal: Principal, limit: int, cursor: str | None) -> dict:

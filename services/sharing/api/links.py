@@ -8,6 +8,7 @@ from flask import g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.auth import Principal, current_principal, role_at_least
@@ -172,11 +173,23 @@ def create_link(session: Session, principal: Principal, data: dict) -> Link:
     _has_expiry, expires_at = expiry_from(data)
 
     read_at = readmodel.parse_time(collection.get("updated_at"))
-    facts_of_collection = readmodel.set_collection(session, collection, principal.org_id)
-    readmodel.replace_items(session, facts_of_collection, item_ids, read_at)
-    readmodel.upsert_files(session, [f for f in facts if f.get("org_id") == principal.org_id])
-    store_members_and_groups(session, principal.org_id, client)
-    readmodel.bump_org(session, principal.org_id)
+    # An event consumer may insert the same read-model rows at the same
+    # moment; the loser of that race rolls back and writes again.
+    for attempt in range(3):
+        try:
+            facts_of_collection = readmodel.set_collection(session, collection, principal.org_id)
+            readmodel.replace_items(session, facts_of_collection, item_ids, read_at)
+            readmodel.upsert_files(
+                session, [f for f in facts if f.get("org_id") == principal.org_id]
+            )
+            store_members_and_groups(session, principal.org_id, client)
+            readmodel.bump_org(session, principal.org_id)
+            session.flush()
+            break
+        except IntegrityError:
+            session.rollback()
+            if attempt == 2:
+                raise
 
     token = new_token()
     now = utcnow()
