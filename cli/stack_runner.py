@@ -112,8 +112,10 @@ class EmbeddedStack:
 
     def _migrate(self) -> None:
         from core.db import upgrade_all
+        from core.settings import get_settings
 
-        upgrade_all()
+        if get_settings().auto_migrate:
+            upgrade_all()
 
     def _spawn(self, name: str, command: list[str]) -> None:
         logs = self.data_dir / "logs"

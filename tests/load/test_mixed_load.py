@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import threading
 import time
+import uuid
 import zipfile
 from collections import defaultdict
 from pathlib import Path
@@ -53,6 +54,11 @@ def make_drive(root: Path, folders: int = 20, per_folder: int = 25) -> None:
 @pytest.fixture
 def stack(tmp_path):
     saved = dict(os.environ)
+    # Its own drive host and Redis keys, so the session's test worker (with
+    # another object store) takes none of the stack's tasks.
+    run = uuid.uuid4().hex[:8]
+    os.environ["ARCHIVE_HOST"] = f"loadhost-{run}"
+    os.environ["REDIS_KEY_PREFIX"] = f"load-{run}:"
     for name in ("CATALOG", "COLLECTIONS", "SHARING"):
         os.environ[f"{name}_PORT"] = str(free_port())
         os.environ.pop(f"{name}_URL", None)
@@ -63,6 +69,12 @@ def stack(tmp_path):
         yield running
     finally:
         running.stop()
+        import redis
+
+        client = redis.Redis.from_url(os.environ["REDIS_URL"])
+        keys = list(client.scan_iter(match=f"*load-{run}:*", count=1000))
+        if keys:
+            client.delete(*keys)
         os.environ.clear()
         os.environ.update(saved)
         from core.remote_auth import clear_cache
