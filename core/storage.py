@@ -199,6 +199,9 @@ class LocalStore(ObjectStore):
         try:
             with os.fdopen(fd, "wb", buffering=1 << 20) as out:
                 yield out
+                # Durable before it becomes visible under its key.
+                out.flush()
+                os.fsync(out.fileno())
             os.replace(tmp, path)
         except BaseException as error:
             try:
