@@ -10,6 +10,8 @@ no second effect.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from sqlalchemy import JSON, Integer, String, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -18,6 +20,9 @@ from core.db import UTCDateTime, new_id, utcnow
 from core.logs import get_logger
 
 log = get_logger(__name__)
+
+# Timestamp given to facts whose event carries none, so any real one is newer.
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 # Topic -> names of the tasks that consume it.
 SUBSCRIBERS: dict[str, list[str]] = {}
@@ -91,3 +96,16 @@ def claim_event(session: Session, consumed_model, event_id: str) -> bool:
         session.rollback()
         return False
     return True
+
+
+def parse_time(value) -> datetime:
+    """Parse an ISO 8601 timestamp from an event; a missing one sorts first."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif not value:
+        return EPOCH
+    else:
+        parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed

@@ -10,7 +10,7 @@ the exception, because the catalog's group events carry no timestamp.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 
 from core.auth import Principal
 from core.db import utcnow
+from core.outbox import parse_time
 from services.collections.bulk import upsert_newer_rows
 from services.collections.models import FileFacts, GroupFacts, SourceFacts
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 FILE_COLUMNS = (
     "org_id",
@@ -43,19 +43,6 @@ FILE_COLUMNS = (
     "captured_at",
     "updated_at",
 )
-
-
-def parse_time(value) -> datetime:
-    """Parse an ISO 8601 timestamp from an event; a missing one sorts first."""
-    if isinstance(value, datetime):
-        parsed = value
-    elif not value:
-        return EPOCH
-    else:
-        parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed
 
 
 def _insert(session: Session, model):

@@ -12,12 +12,13 @@ expires the cached public listings of its links.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from core.db import utcnow
+from core.outbox import EPOCH, parse_time
 from services.sharing.models import (
     CollectionFacts,
     CollectionItem,
@@ -30,7 +31,6 @@ from services.sharing.models import (
     SourceFacts,
 )
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # Gap between the positions of consecutive items, so a later insert can go
 # between two items without renumbering.
 POSITION_STEP = 1024
@@ -49,19 +49,6 @@ FILE_COLUMNS = (
     "height",
     "captured_at",
 )
-
-
-def parse_time(value) -> datetime:
-    """Parse an ISO 8601 timestamp from an event; a missing one sorts first."""
-    if isinstance(value, datetime):
-        parsed = value
-    elif not value:
-        return EPOCH
-    else:
-        parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed
 
 
 def bump_org(session: Session, org_id: str) -> None:
