@@ -145,7 +145,7 @@ class EmbeddedStack:
                     pass
                 if time.monotonic() > deadline:
                     raise RuntimeError(
-                        f"the {name} service did not answer at {url}; see "
+                        f"the {name} service did not respond at {url}; see "
                         f"{self.data_dir / 'logs' / (name + '.log')}"
                     )
                 time.sleep(0.2)

@@ -93,7 +93,7 @@ def install_auth(app: Flask, resolve, public=frozenset()) -> None:
     """Authenticate every request under ``/api/`` with ``resolve(token)``.
 
     ``resolve`` returns a ``Principal`` or None for an unknown token.
-    ``public`` holds ``(method, path)`` pairs that need no token.
+    ``public`` contains the ``(method, path)`` pairs that need no token.
     """
 
     @app.before_request

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 
 class SettingsError(ValueError):
-    """An environment variable holds a value that cannot be used."""
+    """An environment variable contains a value that cannot be used."""
 
 
 def _text(env, name, default):

@@ -40,7 +40,7 @@ class ServiceApi(Api):
 
 
 class SafeParser(FlaskParser):
-    """A request parser that answers 400, not 500, to absurdly nested JSON."""
+    """A request parser that returns 400, not 500, for deeply nested JSON."""
 
     def _raw_load_json(self, req):
         try:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start PostgreSQL and Redis on 127.0.0.1 if they are down, then wait until
-# both answer. The tests use these real servers.
+# both respond. The tests use these real servers.
 set -euo pipefail
 
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432; }
@@ -22,5 +22,5 @@ for _ in $(seq 1 60); do
     fi
     sleep 1
 done
-echo "error: PostgreSQL or Redis did not answer on 127.0.0.1 within 60 s" >&2
+echo "error: PostgreSQL or Redis did not respond on 127.0.0.1 within 60 s" >&2
 exit 1
