@@ -13,15 +13,16 @@ import io
 import subprocess
 import time
 import zipfile
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import numpy
 import pytest
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
-from core.db import session_scope, utcnow
+from core.db import get_engine, session_scope, utcnow
 from services.catalog.models import Export, File, Scan
 from tests.catalog.helpers import files_by_path
 from tests.conftest import DATA_DIR
@@ -89,6 +90,45 @@ def catalog_rows(source_id: str) -> list[tuple[str, str, str]]:
         ).all()
 
 
+@contextmanager
+def rows_held(statement, timeout: float = 60):
+    """Lock the rows ``statement`` selects until a worker blocks on them.
+
+    The caller kills the worker inside the block. The lock is released on
+    leaving, so the update the dead worker was waiting to make is never
+    committed. The lock lets foreign keys be checked (FOR NO KEY UPDATE), so
+    the worker runs on until it updates one of the rows itself. Returns the
+    rows selected.
+    """
+    engine = get_engine("catalog")
+    with engine.connect() as conn, engine.connect() as watcher:
+        transaction = conn.begin()
+        holder = conn.scalar(text("SELECT pg_backend_pid()"))
+        rows = conn.execute(statement.with_for_update(key_share=True)).all()
+        # PostgreSQL reads statistics views once per transaction, so the
+        # watcher queries them outside one.
+        watcher = watcher.execution_options(isolation_level="AUTOCOMMIT")
+        blocked = text(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE CAST(:holder AS integer) = ANY(pg_blocking_pids(pid))"
+        )
+        deadline = time.monotonic() + timeout
+        while not watcher.scalar(blocked, {"holder": holder}):
+            assert time.monotonic() < deadline, "the worker never reached the held rows"
+            time.sleep(0.05)
+        try:
+            yield rows
+        finally:
+            transaction.rollback()
+
+
+def catalog_count(source_id: str) -> int:
+    with session_scope("catalog") as session:
+        return session.scalar(
+            select(func.count()).select_from(File).where(File.source_id == source_id)
+        )
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -131,20 +171,25 @@ def test_scan_survives_worker_kill(
     source = connect(owner, bulk_drive, drive_host)
     scan_id = source["active_scan"]["id"]
 
-    def scan_running():
+    def scan_writing():
         scan = owner.get(f"/api/v1/scans/{scan_id}").json
         assert scan["status"] not in FINISHED_SCAN, (
             f"scan ended before the kill: {scan}"
         )
-        return scan["status"] == "running" and scan["counts"].get("files", 0) > 0
+        return catalog_count(source["id"]) > 0
 
-    wait_recovering(scan_running, 60, "the scan to report its first files")
-    worker.kill()
+    wait_recovering(scan_writing, 60, "the scan to write its first files")
+    # The worker updates the scan row with a heartbeat every few seconds and
+    # once more before its final transaction. Holding that row locked stops
+    # it at one of those points, so the kill always lands in the middle of
+    # the scan, however fast the machine walks.
+    with rows_held(select(Scan.status).where(Scan.id == scan_id)) as held:
+        assert [row.status for row in held] == ["running"], held
+        worker.kill()
 
-    # The kill lands during the walk or the final transaction; either way
-    # the scan has not finished.
     killed = owner.get(f"/api/v1/scans/{scan_id}").json
-    assert killed["status"] in ("running", "finalizing"), killed
+    assert killed["status"] == "running", killed
+    assert catalog_count(source["id"]) > 0
 
     worker_factory(SCAN_BATCH_SIZE="10")
     wait_until_stale(Scan, scan_id, fast_stale)
@@ -252,7 +297,13 @@ def test_renditions_survive_worker_kill(
         return done >= 2
 
     wait_recovering(partly_rendered, 120, "the first renditions")
-    worker.kill()
+    # The worker stops when it comes to store the renditions of a file still
+    # pending, so it is killed with work done and work left.
+    still_pending = select(File.id).where(
+        File.source_id == source["id"], File.rendition_state == "pending"
+    )
+    with rows_held(still_pending):
+        worker.kill()
     states = rendition_states(source["id"])
     assert 0 < states.get("done", 0) < PHOTO_COUNT, states
 
@@ -365,7 +416,10 @@ def test_export_survives_worker_kill(
         return export["status"] == "running" and export["bytes_done"] > 0
 
     wait_recovering(copying, 60, "the export to copy its first bytes", resume_exports)
-    worker.kill()
+    # The worker stops at its next progress update, mid-copy.
+    with rows_held(select(Export.status).where(Export.id == export_id)) as held:
+        assert [row.status for row in held] == ["running"], held
+        worker.kill()
     killed = fetch_export(owner, export_id)
     assert killed["status"] == "running", killed
     assert 0 < killed["bytes_done"] < killed["bytes_total"], killed

@@ -14,6 +14,7 @@ it wrote stay and the next scan treats them like any catalogued file.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 import uuid
@@ -137,7 +138,7 @@ class Scanner:
         self.first_scan_new = 0
         # Unreadable files of a first scan, which writes no staging rows.
         self.file_errors: list[tuple[str, bytes, str]] = []
-        self._last_heartbeat = 0.0
+        self._last_heartbeat = -math.inf
 
     # -- walk -----------------------------------------------------------------
 

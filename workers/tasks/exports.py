@@ -370,6 +370,10 @@ def assemble_export(export_id: str, host: str | None) -> None:
         files_done=written,
     )
     _cleanup_staged(export_id, plan)
+    # The archive is published. Any other unfinished upload under the export
+    # belongs to an attempt that died after its last write, which may have
+    # been too recent for the check before the write to count it as stale.
+    store.discard_partial_uploads(f"exports/{export_id}", timedelta(0))
     log.info("export_succeeded", export_id=export_id, files=len(entries), bytes=size)
 
 
