@@ -116,6 +116,8 @@ class Settings:
     redis_key_prefix: str
     stale_after_seconds: int
     export_retention_hours: int
+    # 0 turns the Celery worker's metrics HTTP server off.
+    worker_metrics_port: int
 
     @property
     def is_embedded_redis(self) -> bool:
@@ -181,6 +183,7 @@ def load_settings(env: dict | None = None) -> Settings:
         redis_key_prefix=_text(env, "REDIS_KEY_PREFIX", ""),
         stale_after_seconds=_int(env, "STALE_AFTER_SECONDS", 120, 2, 86_400),
         export_retention_hours=_int(env, "EXPORT_RETENTION_HOURS", 72, 1, 24 * 365),
+        worker_metrics_port=_int(env, "WORKER_METRICS_PORT", 0, 0, 65535),
     )
 
 

@@ -149,37 +149,28 @@ def readiness_checks(service: str) -> dict:
 
 
 def install_metrics(app: Flask, service: str) -> None:
-    """Expose Prometheus metrics at ``/metrics``: request count and latency."""
+    """Record request latency and expose Prometheus metrics at ``/metrics``.
+
+    The catalog service also exposes Celery queue lengths and work backlogs,
+    because only it can read the catalog database.
+    """
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    latency = _request_histogram()
+    from core import metrics as prometheus_metrics
+
+    extra_collectors = [prometheus_metrics.BacklogCollector()] if service == "catalog" else []
 
     @app.after_request
     def observe(response):
         started = getattr(g, "request_started", None)
         rule = request.url_rule.rule if request.url_rule else "unmatched"
         if started is not None:
-            latency.labels(service, request.method, rule, str(response.status_code)).observe(
-                time.monotonic() - started
-            )
+            prometheus_metrics.REQUEST_SECONDS.labels(
+                service, request.method, rule, str(response.status_code)
+            ).observe(time.monotonic() - started)
         return response
 
     @app.get("/metrics")
     def metrics():
-        return generate_latest(), 200, {"Content-Type": CONTENT_TYPE_LATEST}
-
-
-_histogram = None
-
-
-def _request_histogram():
-    global _histogram
-    if _histogram is None:
-        from prometheus_client import Histogram
-
-        _histogram = Histogram(
-            "archive_http_request_seconds",
-            "HTTP request latency in seconds",
-            ["service", "method", "route", "status"],
-        )
-    return _histogram
+        registry = prometheus_metrics.scrape_registry(extra_collectors)
+        return generate_latest(registry), 200, {"Content-Type": CONTENT_TYPE_LATEST}

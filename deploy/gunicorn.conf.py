@@ -14,6 +14,10 @@ GUNICORN_GRACEFUL_TIMEOUT  seconds workers get to finish requests after
 FORWARDED_ALLOW_IPS        comma-separated proxy addresses whose
                            X-Forwarded-* headers are trusted, or "*"
                            (default 127.0.0.1,::1)
+PROMETHEUS_MULTIPROC_DIR   folder where every worker writes its metric
+                           samples, so /metrics of any worker returns the
+                           totals of all workers (default unset: each worker
+                           reports only its own requests)
 """
 
 from __future__ import annotations
@@ -73,6 +77,14 @@ access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 # from blocking on a slow container file system.
 if os.path.isdir("/dev/shm"):
     worker_tmp_dir = "/dev/shm"
+
+
+def on_starting(server):
+    """Empty the metrics folder in the master, before any worker records."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from core.metrics import reset_multiprocess_dir
+
+        reset_multiprocess_dir()
 
 
 def child_exit(server, worker):
