@@ -152,14 +152,15 @@ def start_worker_metrics_server(sender=None, **_) -> None:
     """Serve the worker's task metrics over HTTP when ``WORKER_METRICS_PORT`` is set.
 
     Runs in the worker's main process at ``worker_init``, before the pool
-    starts its child processes.
+    starts its child processes. Returns prometheus_client's server and thread,
+    or None when the server is off or could not start.
     """
     from core.settings import get_settings
 
     reset_multiprocess_dir()
     port = get_settings().worker_metrics_port
     if not port:
-        return
+        return None
     if multiprocess_dir() is None and _uses_prefork_pool(sender):
         log.error(
             "worker_metrics_disabled",
@@ -170,15 +171,16 @@ def start_worker_metrics_server(sender=None, **_) -> None:
                 f"or --pool threads"
             ),
         )
-        return
+        return None
     from prometheus_client import start_http_server
 
     try:
-        start_http_server(port, registry=scrape_registry())
+        server_and_thread = start_http_server(port, registry=scrape_registry())
     except OSError as error:
         log.error("worker_metrics_failed", port=port, error=str(error))
-        return
+        return None
     log.info("worker_metrics_started", port=port, multiprocess=multiprocess_dir() is not None)
+    return server_and_thread
 
 
 def _uses_prefork_pool(worker) -> bool:
