@@ -98,6 +98,7 @@ def create_celery() -> Celery:
             "resume-exports": {"task": "exports.resume", "schedule": 15.0},
             "sweep-renditions": {"task": "renditions.sweep", "schedule": 60.0},
             "expire-exports": {"task": "exports.expire", "schedule": 600.0},
+            "flush-link-stats": {"task": "sharing.flush_stats", "schedule": 10.0},
         },
         include=["workers.tasks"],
     )

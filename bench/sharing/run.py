@@ -205,9 +205,10 @@ def wrk(url: str, seconds: int, connections: int) -> dict:
 def revoke_under_load(base: str, token: str, seconds: int, connections: int) -> dict:
     """Revoke a link halfway through a wrk run and probe it from a client loop."""
     import requests
-    from sqlalchemy import update
+    from sqlalchemy import select
 
-    from core.db import session_scope, utcnow
+    from core.db import session_scope
+    from services.sharing.api.links import revoke_link
     from services.sharing.keys import token_digest
     from services.sharing.models import Link
 
@@ -227,13 +228,13 @@ def revoke_under_load(base: str, token: str, seconds: int, connections: int) -> 
     prober = threading.Thread(target=probe)
     prober.start()
     time.sleep(seconds / 2)
-    # The same single-row UPDATE and commit as POST /api/v1/links/<id>/revoke.
+    # The same steps and commit as POST /api/v1/links/<id>/revoke; the clock
+    # stops when the call would return.
     with session_scope("sharing") as session:
-        session.execute(
-            update(Link)
-            .where(Link.token_digest == token_digest(token))
-            .values(revoked_at=utcnow(), version=Link.version + 1)
-        )
+        link = session.scalars(
+            select(Link).where(Link.token_digest == token_digest(token)).with_for_update()
+        ).one()
+        revoke_link(session, link, None, "revoked by the benchmark")
     revoked_at = time.monotonic()
     load.join()
     stop_probing.set()

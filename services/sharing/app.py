@@ -19,8 +19,9 @@ def create_app() -> Flask:
     app, api = create_base_app("sharing", "Archive sharing API")
     api.register_blueprint(links.blp)
     app.register_blueprint(public.blp)
+    # Rate limits connect to the Redis configured now, at the first check.
+    ratelimit.reset()
     install_auth(app, resolve_remote)
-    ratelimit.install(app)
     app.teardown_appcontext(close_db)
 
     @app.after_request

@@ -6,10 +6,12 @@ groups that list the creator. Once the creator has left the organization,
 only groups visible to everyone count. A file whose drive or group is not
 in the read model yet is hidden.
 
-The assembled listing is cached in the process per link, keyed by the
-link's version and its organization's version, which every change of the
-link and every applied event increments. The link row itself is read from
-the database on every request, so a revocation is seen at once.
+The link's state and its assembled listing are cached in the process. The
+listing is keyed by the link's version and its organization's version,
+which every change of the link and every applied event increments. Each
+request checks in Redis that the organization's version is still the one
+the state was read at, and reads the database when it is not, so a
+revocation is seen at once.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import redis
 from sqlalchemy import bindparam, create_engine, select
 
 from core.db import database_url, get_engine, utcnow
+from core.logs import get_logger
 from core.pagination import decode_cursor, encode_cursor
+from services.sharing import freshness
 from services.sharing.keys import token_digest
 from services.sharing.models import (
     CollectionFacts,
@@ -36,6 +41,8 @@ from services.sharing.models import (
     OrgState,
     SourceFacts,
 )
+
+log = get_logger(__name__)
 
 # Links whose listings stay cached in one process.
 CACHE_LINKS = 256
@@ -123,15 +130,53 @@ _LINK_QUERY = (
 )
 
 
+# Link states by token digest, trusted while their organization's version
+# in Redis equals the one they were read at (see services.sharing.freshness).
+_states: OrderedDict[str, LinkState] = OrderedDict()
+_states_lock = threading.Lock()
+CACHE_STATES = 4096
+
+
 def load_link(token: str) -> LinkState | None:
-    """Read the link of ``token`` and its organization's version in one query."""
+    """Read the link of ``token`` and its organization's version in one query.
+
+    The state read is kept for ``cached_link``, and the organization's
+    version is filled in Redis when no key exists there.
+    """
+    digest = token_digest(token)
     with public_engine().connect() as conn:
-        row = conn.execute(_LINK_QUERY, {"digest": token_digest(token)}).first()
+        row = conn.execute(_LINK_QUERY, {"digest": digest}).first()
     if row is None:
         return None
     values = list(row)
     values[-1] = values[-1] or 0
-    return LinkState(*values)
+    link = LinkState(*values)
+    freshness.fill_in(link.org_id, link.org_version)
+    with _states_lock:
+        _states[digest] = link
+        _states.move_to_end(digest)
+        while len(_states) > CACHE_STATES:
+            _states.popitem(last=False)
+    return link
+
+
+def cached_link(token: str) -> LinkState | None:
+    """Return the state of ``token``'s link read by an earlier request, if any."""
+    digest = token_digest(token)
+    with _states_lock:
+        return _states.get(digest)
+
+
+def still_current(link: LinkState, views: int) -> bool:
+    """Check in Redis that ``link`` is still current, counting ``views`` if so."""
+    try:
+        version = freshness.current_version(
+            link.org_id, link.org_version, link.id, views, utcnow()
+        )
+    except redis.RedisError as error:
+        log.warning("org_version_read_failed", link_id=link.id, error=str(error))
+        return False
+    return version == link.org_version
 
 
 @dataclass
@@ -304,6 +349,8 @@ def get_listing(token: str, link: LinkState) -> Listing:
 def clear_cache() -> None:
     with _cache_lock:
         _cache.clear()
+    with _states_lock:
+        _states.clear()
 
 
 def page(listing: Listing, cursor: str | None, limit: int) -> tuple[list[FileEntry], str | None]:

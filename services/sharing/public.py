@@ -35,7 +35,15 @@ from core.storage import ObjectNotFound, StorageError, get_store
 from services.sharing import ratelimit, stats
 from services.sharing.clients import ExportClient, UpstreamError
 from services.sharing.keys import cookie_secret
-from services.sharing.listing import LinkState, Listing, get_listing, load_link, page
+from services.sharing.listing import (
+    LinkState,
+    Listing,
+    cached_link,
+    get_listing,
+    load_link,
+    page,
+    still_current,
+)
 from services.sharing.passwords import verify_password
 
 log = get_logger(__name__)
@@ -123,9 +131,35 @@ def _is_unlocked(link: LinkState) -> bool:
     return data == [link.id, link.password_version]
 
 
-def find_link(token: str) -> LinkState:
-    """Return the link of ``token`` if it is active, or raise PublicError."""
-    link = load_link(token) if len(token) <= MAX_TOKEN_LENGTH else None
+def _current_link(token: str, count_view: bool) -> tuple[LinkState | None, bool]:
+    """Return the link of ``token`` (None if unknown) and whether a view was counted.
+
+    A state read by an earlier request is used when Redis confirms it is
+    current, and that same round trip counts the view of an open link.
+    Otherwise the link is read from the database and no view is counted.
+    """
+    if len(token) > MAX_TOKEN_LENGTH:
+        return None, False
+    cached = cached_link(token)
+    if cached is not None:
+        views = 1 if count_view and _is_open(cached) else 0
+        if still_current(cached, views):
+            return cached, views == 1
+    return load_link(token), False
+
+
+def _is_open(link: LinkState) -> bool:
+    if link.revoked_at is not None or link.expired:
+        return False
+    return link.password_hash is None or _is_unlocked(link)
+
+
+def find_link(token: str, count_view: bool = False) -> LinkState:
+    """Return the link of ``token`` if it is active, or raise PublicError.
+
+    With ``count_view``, a view is counted once the link is also unlocked.
+    """
+    link, counted = _current_link(token, count_view)
     if link is None:
         if ratelimit.lookups_blocked():
             raise PublicError(429, "too_many_requests", "Too many requests for unknown links; wait a minute and retry.")
@@ -135,12 +169,17 @@ def find_link(token: str) -> LinkState:
         raise PublicError(410, "link_revoked", "This link was revoked by its owner and no longer works.")
     if link.expired:
         raise PublicError(410, "link_expired", "This link has expired. Ask its owner for a new one.")
+    if count_view and not counted and _is_open(link):
+        stats.record(link.id, views=1)
     return link
 
 
-def open_link(token: str) -> Context:
-    """Return the link of ``token`` if it is active and unlocked, or raise PublicError."""
-    link = find_link(token)
+def open_link(token: str, count_view: bool = False) -> Context:
+    """Return the link of ``token`` if it is active and unlocked, or raise PublicError.
+
+    With ``count_view``, the request counts as a view of the link.
+    """
+    link = find_link(token, count_view)
     if link.password_hash is not None and not _is_unlocked(link):
         raise PublicError(
             401, "password_required",
@@ -218,11 +257,10 @@ def _render_page(token: str, link: LinkState, cursor, limit: int) -> str:
 
 @blp.get("/s/<token>")
 def show_page(token):
-    context = open_link(token)
+    # Opening the first page counts as a view, as for the JSON listing.
+    context = open_link(token, count_view=not request.args.get("cursor"))
     cursor, limit = _page_args()
-    html = _render_page(token, context.link, cursor, limit)
-    stats.record(context.link.id, views=1)
-    return html
+    return _render_page(token, context.link, cursor, limit)
 
 
 @blp.post("/s/<token>/unlock")
@@ -260,11 +298,9 @@ def unlock(token):
 
 @blp.get("/s/<token>/api/items")
 def list_items(token):
-    context = open_link(token)
+    context = open_link(token, count_view=not request.args.get("cursor"))
     listing = get_listing(token, context.link)
     cursor, limit = _page_args()
-    if cursor is None:
-        stats.record(context.link.id, views=1)
     cache_key = (cursor, limit)
     body = listing.pages.get(cache_key)
     if body is None:

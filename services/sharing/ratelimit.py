@@ -1,5 +1,10 @@
 """Rate limits on failed token look-ups and password attempts, in Redis.
 
+The ``limits`` package (the engine of Flask-Limiter) keeps moving windows
+in Redis. The routes count failures themselves: Flask-Limiter's request
+hooks count requests, which would limit valid visitors and cost every
+public request a Redis round trip.
+
 Only failures are counted, and a request with a valid token never consults
 the look-up counter, so a client holding a valid link keeps working while
 others behind the same address are limited. Tokens carry 256 bits, so the
@@ -15,9 +20,12 @@ proxy's address and its limits.
 
 from __future__ import annotations
 
-from flask import Flask, request
-from flask_limiter import Limiter
+import threading
+
+from flask import request
 from limits import parse
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
 
 from core.celery_app import redis_client_url
 from core.settings import get_settings
@@ -25,7 +33,8 @@ from core.settings import get_settings
 LOOKUP_FAILURES = parse("20/minute")
 PASSWORD_FAILURES = parse("10/minute")
 
-_limiter: Limiter | None = None
+_limiter: MovingWindowRateLimiter | None = None
+_limiter_lock = threading.Lock()
 
 
 def storage_uri() -> str:
@@ -36,23 +45,24 @@ def storage_uri() -> str:
     return url
 
 
-def install(app: Flask) -> None:
-    """Attach a limiter with Redis storage and no default limits to the app."""
+def _strategy() -> MovingWindowRateLimiter:
+    # A fixed window resets at each minute boundary and would let a burst of
+    # twice the limit through across it, hence the moving window.
     global _limiter
-    _limiter = Limiter(
-        lambda: request.remote_addr or "unknown",
-        app=app,
-        storage_uri=storage_uri(),
-        default_limits=[],
-        key_prefix=get_settings().redis_key_prefix + "sharing",
-        # A fixed window resets at each minute boundary and would let a
-        # burst of twice the limit through across it.
-        strategy="moving-window",
-    )
+    with _limiter_lock:
+        if _limiter is None:
+            storage = storage_from_string(
+                storage_uri(), key_prefix=get_settings().redis_key_prefix + "sharing"
+            )
+            _limiter = MovingWindowRateLimiter(storage)
+        return _limiter
 
 
-def _strategy():
-    return _limiter.limiter
+def reset() -> None:
+    """Forget the limiter, so the next check connects to the current Redis."""
+    global _limiter
+    with _limiter_lock:
+        _limiter = None
 
 
 def client_address() -> str:

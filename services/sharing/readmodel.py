@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from core.db import utcnow
 from core.outbox import EPOCH, parse_time
+from services.sharing import freshness
 from services.sharing.models import (
     CollectionFacts,
     CollectionItem,
@@ -52,14 +53,20 @@ FILE_COLUMNS = (
 
 
 def bump_org(session: Session, org_id: str) -> None:
-    """Increment the organization's version, creating its row on first use."""
+    """Increment the organization's version, creating its row on first use.
+
+    Public requests re-read the state of every link of the organization
+    after the transaction commits.
+    """
     insert_missing(session, OrgState, [{"org_id": org_id, "version": 0}])
-    session.execute(
+    version = session.execute(
         update(OrgState)
         .where(OrgState.org_id == org_id)
         .values(version=OrgState.version + 1)
+        .returning(OrgState.version)
         .execution_options(synchronize_session=False)
-    )
+    ).scalar_one()
+    freshness.announce_change(session, org_id, version)
 
 
 def _file_values(facts: dict) -> dict:

@@ -1,13 +1,15 @@
 """Use statistics of links: views, downloads and last access.
 
-Public requests count in Redis (one HINCRBY, no database row lock), and
-every FLUSH_EVERY counts of a link move to the link's row in the database.
-Members see the database values plus the counts still in Redis.
+Public requests count in Redis (no database write), and the beat task
+``sharing.flush_stats`` moves the counts to the links' rows in the
+database every few seconds. Members see the database values plus the
+counts still in Redis.
 """
 
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 
 import redis
 from sqlalchemy import case, update
@@ -21,8 +23,8 @@ from services.sharing.readmodel import parse_time
 
 log = get_logger(__name__)
 
-FLUSH_EVERY = 25
-def _key(link_id: str) -> str:
+
+def stats_key(link_id: str) -> str:
     return f"{get_settings().redis_key_prefix}sharing:stats:{link_id}"
 
 _client: redis.Redis | None = None
@@ -43,24 +45,34 @@ def reset_client() -> None:
         _client = None
 
 
-def record(link_id: str, views: int = 0, downloads: int = 0) -> None:
-    """Count a view or a download of a link; a Redis failure is logged, not raised."""
-    key = _key(link_id)
+def record(link_id: str, views: int = 0, downloads: int = 0, at: datetime | None = None) -> None:
+    """Count views or downloads of a link made ``at`` (default: now).
+
+    A Redis failure is logged, not raised.
+    """
+    key = stats_key(link_id)
     try:
         pipe = redis_client().pipeline(transaction=True)
         pipe.hincrby(key, "views", views)
         pipe.hincrby(key, "downloads", downloads)
-        pipe.hset(key, "last_access", utcnow().isoformat())
-        pending_views, pending_downloads, _ = pipe.execute()
+        pipe.hset(key, "last_access", (at or utcnow()).isoformat())
+        pipe.execute()
     except redis.RedisError as error:
         log.warning("link_stats_failed", link_id=link_id, error=str(error))
-        return
-    if pending_views + pending_downloads >= FLUSH_EVERY:
-        flush(link_id)
+
+
+def flush_all() -> int:
+    """Move every link's pending counts to the database; return how many links."""
+    prefix = stats_key("")
+    flushed = 0
+    for key in redis_client().scan_iter(match=prefix + "*", count=500):
+        flush(key.decode()[len(prefix) :])
+        flushed += 1
+    return flushed
 
 
 def _take(link_id: str) -> dict:
-    key = _key(link_id)
+    key = stats_key(link_id)
     pipe = redis_client().pipeline(transaction=True)
     pipe.hgetall(key)
     pipe.delete(key)
@@ -77,21 +89,28 @@ def flush(link_id: str) -> None:
         return
     if not pending:
         return
+    views = int(pending.get("views", 0))
+    downloads = int(pending.get("downloads", 0))
     last_access = parse_time(pending.get("last_access"))
-    with session_scope("sharing") as session:
-        session.execute(
-            update(Link)
-            .where(Link.id == link_id)
-            .values(
-                views=Link.views + int(pending.get("views", 0)),
-                downloads=Link.downloads + int(pending.get("downloads", 0)),
-                last_access_at=case(
-                    (Link.last_access_at.is_(None), last_access),
-                    (Link.last_access_at < last_access, last_access),
-                    else_=Link.last_access_at,
-                ),
+    try:
+        with session_scope("sharing") as session:
+            session.execute(
+                update(Link)
+                .where(Link.id == link_id)
+                .values(
+                    views=Link.views + views,
+                    downloads=Link.downloads + downloads,
+                    last_access_at=case(
+                        (Link.last_access_at.is_(None), last_access),
+                        (Link.last_access_at < last_access, last_access),
+                        else_=Link.last_access_at,
+                    ),
+                )
             )
-        )
+    except Exception:
+        # Put the counts back, so the next flush moves them.
+        record(link_id, views=views, downloads=downloads, at=last_access)
+        raise
 
 
 def pending_counts(link_ids: list[str]) -> dict[str, dict]:
@@ -101,7 +120,7 @@ def pending_counts(link_ids: list[str]) -> dict[str, dict]:
     try:
         pipe = redis_client().pipeline(transaction=False)
         for link_id in link_ids:
-            pipe.hgetall(_key(link_id))
+            pipe.hgetall(stats_key(link_id))
         results = pipe.execute()
     except redis.RedisError as error:
         log.warning("link_stats_read_failed", error=str(error))

@@ -61,3 +61,11 @@ on_member_changed = _register("catalog.member_changed")
 on_collection_changed = _register("collections.collection_changed")
 on_items_changed = _register("collections.items_changed")
 on_collection_deleted = _register("collections.collection_deleted")
+
+
+@celery_app.task(name="sharing.flush_stats", ignore_result=True)
+def flush_stats() -> int:
+    """Move the links' view and download counts from Redis to the database."""
+    from services.sharing import stats
+
+    return stats.flush_all()

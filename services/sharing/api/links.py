@@ -137,6 +137,17 @@ def expiry_from(data: dict) -> tuple[bool, datetime | None]:
     return False, None
 
 
+def revoke_link(session: Session, link: Link, user_id: str | None, reason: str) -> None:
+    """Revoke ``link`` in ``session``; public requests see it once the session commits."""
+    now = utcnow()
+    link.revoked_at = now
+    link.revoked_by = user_id
+    link.revoked_reason = reason
+    link.updated_at = now
+    link.version += 1
+    readmodel.bump_org(session, link.org_id)
+
+
 def get_link(session: Session, principal: Principal, link_id: str, lock: bool = False) -> Link:
     query = select(Link).where(Link.id == link_id, Link.org_id == principal.org_id)
     if lock:
@@ -277,6 +288,7 @@ class LinkItem(MethodView):
             link.password_version += 1
         link.version += 1
         link.updated_at = utcnow()
+        readmodel.bump_org(session, principal.org_id)
         session.commit()
         return serialize_links(session, [link])[0]
 
@@ -295,12 +307,7 @@ class RevokeLink(MethodView):
         session = db()
         link = get_link(session, principal, link_id, lock=True)
         if link.revoked_at is None:
-            now = utcnow()
-            link.revoked_at = now
-            link.revoked_by = principal.user_id
-            link.revoked_reason = "revoked by a member"
-            link.updated_at = now
-            link.version += 1
+            revoke_link(session, link, principal.user_id, "revoked by a member")
             session.commit()
         return serialize_links(session, [link])[0]
 
