@@ -230,7 +230,7 @@ _rendered_lock = threading.Lock()
 RENDERED_PAGES = 512
 
 
-def _render_page(token: str, link: LinkState, cursor, limit: int) -> str:
+def _render_page(token: str, link: LinkState, cursor, limit: int) -> bytes:
     key = (token, link.version, link.org_version, cursor, limit)
     with _rendered_lock:
         if key in _rendered_pages:
@@ -247,7 +247,7 @@ def _render_page(token: str, link: LinkState, cursor, limit: int) -> str:
         next_cursor=next_cursor,
         page_size=limit,
         first_page=cursor is None,
-    )
+    ).encode("utf-8")
     with _rendered_lock:
         _rendered_pages[key] = html
         while len(_rendered_pages) > RENDERED_PAGES:
@@ -260,7 +260,7 @@ def show_page(token):
     # Opening the first page counts as a view, as for the JSON listing.
     context = open_link(token, count_view=not request.args.get("cursor"))
     cursor, limit = _page_args()
-    return _render_page(token, context.link, cursor, limit)
+    return Response(_render_page(token, context.link, cursor, limit), mimetype="text/html")
 
 
 @blp.post("/s/<token>/unlock")
