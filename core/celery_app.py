@@ -13,6 +13,7 @@ import structlog
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
+from core import metrics
 from core.settings import get_settings
 
 QUEUE_DEFAULT = "default"
@@ -114,6 +115,15 @@ def _bind_task_context(task_id=None, task=None, **_):
 @signals.task_postrun.connect
 def _clear_task_context(**_):
     structlog.contextvars.clear_contextvars()
+
+
+# Task metrics: see core/metrics.py and the Metrics section of
+# docs/operations.md.
+signals.worker_init.connect(metrics.start_worker_metrics_server)
+signals.worker_process_shutdown.connect(metrics.on_worker_process_exit)
+signals.task_prerun.connect(metrics.record_task_start)
+signals.task_postrun.connect(metrics.record_task_end)
+signals.task_failure.connect(metrics.record_task_failure)
 
 
 celery_app = create_celery()

@@ -148,7 +148,7 @@ def on_worker_process_exit(pid=None, **_) -> None:
         mark_process_dead(pid)
 
 
-def start_worker_metrics_server(sender=None, **_) -> None:
+def start_worker_metrics_server(sender=None, **_) -> tuple | None:
     """Serve the worker's task metrics over HTTP when ``WORKER_METRICS_PORT`` is set.
 
     Runs in the worker's main process at ``worker_init``, before the pool
