@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 
@@ -93,7 +94,8 @@ def create_base_app(name: str, title: str) -> tuple[Flask, Api]:
         elapsed = time.monotonic() - getattr(g, "request_started", time.monotonic())
         if response.status_code >= 500:
             log.error("request_failed", path=request.path, status=response.status_code)
-        else:
+        elif log.isEnabledFor(logging.DEBUG):
+            # Checked first: building the event costs more than a fast request.
             log.debug(
                 "request_done",
                 method=request.method,
