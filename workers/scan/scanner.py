@@ -1,10 +1,12 @@
 """Reconcile a walk of a drive with the catalog.
 
-The walk writes one staging row per path it sees. Nothing in ``files``
-changes until the walk has finished: then one transaction pairs moves by
-fingerprint, applies changes, inserts new files and marks missing the files
-whose paths were not seen. An interrupted scan therefore changes nothing,
-and a later scan redoes the walk.
+The walk writes staging rows: one per folder, and one per file that is new,
+changed or gone. A folder whose signature (its file names and stat fields)
+matches the one stored by the previous scan is unchanged, and its files get
+no rows and are not read. Nothing in ``files`` changes until the walk has
+finished: then one transaction pairs moves by fingerprint, applies changes,
+inserts new files and marks missing the files whose paths were not seen. An
+interrupted scan therefore changes nothing, and a later scan redoes the walk.
 
 The first scan of a drive (no files catalogued yet) has nothing to pair or
 mark missing, so it writes files directly. If it is interrupted, the files
@@ -19,16 +21,14 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
-from sqlalchemy import Connection, bindparam, delete, select, text, update
+from sqlalchemy import Connection, delete, func, select, text, update
 
 from core.db import get_engine, utcnow
 from core.logs import get_logger
 from services.catalog.models import File, Folder, Scan, ScanEntry, ScanIssue, Source
-from workers.media.detect import kind_of
-from workers.scan.staging import bulk_insert
+from workers.scan.staging import bulk_insert, copy_rows
 from workers.scan.volume import read_volume_id
 from workers.scan.walker import (
     Listing,
@@ -57,6 +57,13 @@ VISUAL_KINDS = ("image", "video", "document")
 ROOT_FOLDER_HASH = path_hash(b"")
 HEARTBEAT_SECONDS = 2.0
 MAX_ISSUES = 10_000
+# Listings held before their folders are looked up in the catalog.
+MAX_PENDING_LISTINGS = 200
+# Above this many catalogued folders the stored signatures are looked up per
+# batch instead of held in memory (about 200 bytes a folder, an estimate).
+MAX_CACHED_SIGNATURES = 200_000
+# Unreadable folders whose files are protected by one statement.
+PREFIXES_PER_STATEMENT = 50
 
 
 class ScanInterrupted(Exception):
@@ -102,18 +109,25 @@ def _extension(name: str) -> str:
 
 @dataclass
 class _Rows:
+    """Staging rows waiting to be written."""
+
     full: list = field(default_factory=list)
     short: list = field(default_factory=list)
-    files: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.full) + len(self.short)
 
 
 def folder_signature(files: list) -> str:
     """Digest of a folder's file names and stat fields, in name order."""
-    digest = hashlib.blake2b(digest_size=16)
-    for entry in sorted(files, key=lambda e: e.path_bytes):
-        digest.update(entry.path_bytes)
-        digest.update(b"\0%d %d %d %d\n" % (entry.size, entry.mtime_ns, entry.ctime_ns, entry.inode))
-    return digest.hexdigest()
+    # Each line starts with the path, and a path never contains NUL, so the
+    # lines sort in path order.
+    lines = [
+        b"%s\0%d %d %d %d\n" % (e.path_bytes, e.size, e.mtime_ns, e.ctime_ns, e.inode)
+        for e in files
+    ]
+    lines.sort()
+    return hashlib.blake2b(b"".join(lines), digest_size=16).hexdigest()
 
 
 class Scanner:
@@ -138,6 +152,9 @@ class Scanner:
         self.first_scan_new = 0
         # Unreadable files of a first scan, which writes no staging rows.
         self.file_errors: list[tuple[str, bytes, str]] = []
+        # Stored folder signatures by folder hash, or None to query per batch.
+        self.signatures: dict[str, str] | None = None
+        self.rows = _Rows()
         self._last_heartbeat = -math.inf
 
     # -- walk -----------------------------------------------------------------
@@ -150,14 +167,26 @@ class Scanner:
                 conn.scalar(select(File.id).where(File.source_id == self.source.id).limit(1))
                 is None
             )
+            self.signatures = self._load_signatures(conn)
         self.now = utcnow()
+        self._walk()
+        with self.engine.begin() as conn:
+            self._write_rows(conn)
+        # A drive pulled during the walk leaves folders that failed to list;
+        # only a drive that still carries its identity counts as walked.
+        self._check_identity()
+        self._check_still_online()
+        self._finalize()
+        return self.counts
+
+    def _walk(self) -> None:
         pending: list[Listing] = []
         pending_files = 0
         try:
             for listing in walk(self.root, self.problems, self.batch_size):
                 pending.append(listing)
                 pending_files += len(listing.files) + len(listing.dirs)
-                if pending_files >= self.batch_size or len(pending) >= 200:
+                if pending_files >= self.batch_size or len(pending) >= MAX_PENDING_LISTINGS:
                     self._stage(pending)
                     pending, pending_files = [], 0
             self._stage(pending)
@@ -167,12 +196,6 @@ class Scanner:
         finally:
             for listing in pending:
                 listing.close()
-        # A drive pulled during the walk leaves folders that failed to list;
-        # only a drive that still carries its identity counts as walked.
-        self._check_identity()
-        self._check_still_online()
-        self._finalize()
-        return self.counts
 
     def _check_identity(self) -> None:
         if not os.path.isdir(self.root):
@@ -201,11 +224,21 @@ class Scanner:
 
     def _stage(self, listings: list[Listing]) -> None:
         try:
-            with self.engine.begin() as conn:
-                rows = self._classify(conn, listings)
-                bulk_insert(conn, ScanEntry.__table__, FULL_COLUMNS, rows.full)
-                bulk_insert(conn, ScanEntry.__table__, SHORT_COLUMNS, rows.short)
-                bulk_insert(conn, File.__table__, FILE_COLUMNS, rows.files)
+            if self.first_scan:
+                # Each file's row is sent as soon as it is fingerprinted, so
+                # PostgreSQL stores rows while the walk goes on.
+                with self.engine.begin() as conn:
+                    with copy_rows(conn, File.__table__, FILE_COLUMNS) as write_file:
+                        self._classify(None, listings, write_file)
+                    self._write_rows(conn)
+            else:
+                with self.engine.connect() as conn:
+                    self._classify(conn, listings, None)
+                # The few rows of unchanged folders wait for more, so that a
+                # rescan does not commit once per folder.
+                if len(self.rows) >= self.batch_size:
+                    with self.engine.begin() as conn:
+                        self._write_rows(conn)
         finally:
             for listing in listings:
                 listing.close()
@@ -216,105 +249,133 @@ class Scanner:
         if self.on_batch is not None:
             self.on_batch(self.counts)
 
+    def _write_rows(self, conn: Connection) -> None:
+        bulk_insert(conn, ScanEntry.__table__, FULL_COLUMNS, self.rows.full)
+        bulk_insert(conn, ScanEntry.__table__, SHORT_COLUMNS, self.rows.short)
+        self.rows = _Rows()
+
+    def _load_signatures(self, conn: Connection) -> dict | None:
+        """Read every stored folder signature, unless there are too many."""
+        if self.first_scan:
+            return {}
+        folders = conn.scalar(
+            select(func.count()).select_from(Folder).where(Folder.source_id == self.source.id)
+        )
+        if folders > MAX_CACHED_SIGNATURES:
+            return None
+        rows = conn.execute(
+            select(Folder.path_hash, Folder.signature).where(
+                Folder.source_id == self.source.id, Folder.signature.is_not(None)
+            )
+        )
+        return dict(rows.all())
+
     def _stored_signatures(self, conn: Connection, folder_hashes: list) -> dict:
-        if self.first_scan or not folder_hashes:
+        if self.signatures is not None:
+            return self.signatures
+        if not folder_hashes:
             return {}
         rows = conn.execute(
             select(Folder.path_hash, Folder.signature).where(
                 Folder.source_id == self.source.id, Folder.path_hash.in_(folder_hashes)
             )
         )
-        return {row.path_hash: row.signature for row in rows}
+        return dict(rows.all())
 
     def _existing(self, conn: Connection, folder_hashes: list, path_hashes: list) -> dict:
-        """Catalogued files of whole folders, plus single paths of chunked ones."""
-        if self.first_scan or not (folder_hashes or path_hashes):
+        """Catalogued files of whole folders, plus single paths of chunked ones.
+
+        Returns rows by their path bytes, so that unchanged files need no
+        path hash.
+        """
+        if not (folder_hashes or path_hashes):
             return {}
         columns = (
-            File.path_hash, File.id, File.size, File.mtime_ns, File.ctime_ns,
-            File.inode, File.fingerprint, File.presence, File.folder_hash,
+            File.path_bytes, File.path_hash, File.id, File.size, File.mtime_ns,
+            File.ctime_ns, File.inode, File.fingerprint, File.presence, File.folder_hash,
         )  # fmt: skip
         found = {}
         if folder_hashes:
             query = select(*columns).where(
                 File.source_id == self.source.id, File.folder_hash.in_(folder_hashes)
             )
-            found.update((row.path_hash, row) for row in conn.execute(query))
+            found.update((row.path_bytes, row) for row in conn.execute(query))
         if path_hashes:
             query = select(*columns).where(
                 File.source_id == self.source.id, File.path_hash.in_(path_hashes)
             )
-            found.update((row.path_hash, row) for row in conn.execute(query))
+            found.update((row.path_bytes, row) for row in conn.execute(query))
         return found
 
-    def _classify(self, conn: Connection, listings: list[Listing]) -> "_Rows":
-        rows = _Rows()
-        scan_id = self.scan_id
+    def _classify(
+        self,
+        conn: Connection | None,
+        listings: list[Listing],
+        write_file: Callable[[tuple], None] | None,
+    ) -> None:
+        """Add the staging rows for ``listings`` to ``self.rows``.
+
+        ``conn`` reads the catalog. A first scan has nothing to read, passes
+        None and gets each file's row through ``write_file`` instead.
+        """
+        rows = self.rows
         counts = self.counts
+        folder_hashes = [path_hash(l.prefix.rstrip(b"/")) for l in listings]
+        signatures = [folder_signature(l.files) if l.complete else None for l in listings]
 
         # A folder listed whole whose signature matches the stored one has
         # not changed: none of its files is looked up or read.
-        signatures = {}
-        for listing in listings:
-            if listing.complete:
-                signatures[id(listing)] = folder_signature(listing.files)
-        whole_hashes = [
-            path_hash(l.prefix.rstrip(b"/")) for l in listings if l.complete
-        ]
-        stored = self._stored_signatures(conn, whole_hashes)
         changed_whole, chunked_paths = [], []
-        for listing in listings:
-            folder_hash = path_hash(listing.prefix.rstrip(b"/"))
-            if not listing.complete:
-                chunked_paths.extend(path_hash(e.path_bytes) for e in listing.files)
-            elif stored.get(folder_hash) != signatures[id(listing)]:
-                changed_whole.append(folder_hash)
-        existing = self._existing(conn, changed_whole, chunked_paths)
+        if conn is not None:
+            stored = self._stored_signatures(
+                conn, [h for h, l in zip(folder_hashes, listings) if l.complete]
+            )
+            for listing, folder_hash, signature in zip(listings, folder_hashes, signatures):
+                if not listing.complete:
+                    chunked_paths.extend(path_hash(e.path_bytes) for e in listing.files)
+                elif stored.get(folder_hash) != signature:
+                    changed_whole.append(folder_hash)
+            existing = self._existing(conn, changed_whole, chunked_paths)
+        else:
+            existing = {}
         changed_set = set(changed_whole)
         by_folder: dict[str, list] = {}
         for known in existing.values():
             by_folder.setdefault(known.folder_hash, []).append(known)
 
-        for listing in listings:
+        for listing, folder_hash, signature in zip(listings, folder_hashes, signatures):
             folder_bytes = listing.prefix.rstrip(b"/")
-            folder = display_path(folder_bytes)
-            folder_hash = path_hash(folder_bytes)
-            for entry in listing.dirs:
-                counts.folders += 1
-                name = display_path(_split(entry.path_bytes)[1])
-                rows.full.append((
-                    scan_id, True, path_hash(entry.path_bytes), "dir", None,
-                    display_path(entry.path_bytes), entry.path_bytes, folder,
-                    folder_hash, name, name.lower(), "", None, 0, entry.mtime_ns,
-                    0, 0, None, None, None,
-                ))  # fmt: skip
+            self._add_dirs(listing, display_path(folder_bytes), folder_hash)
             counts.files += len(listing.files)
             counts.bytes += sum(e.size for e in listing.files)
-            if listing.complete and folder_hash not in changed_set and not self.first_scan:
+            if conn is not None and listing.complete and folder_hash not in changed_set:
                 counts.unchanged += len(listing.files)
-                rows.full.append(self._folder_row(
-                    "folder_unchanged", folder_bytes, signatures[id(listing)]
-                ))  # fmt: skip
+                rows.full.append(self._folder_row("folder_unchanged", folder_bytes, signature))
                 continue
             errors_before = counts.errors
-            seen = set()
-            for entry in listing.files:
-                phash = path_hash(entry.path_bytes)
-                seen.add(phash)
-                self._classify_file(rows, entry, listing, phash, folder, folder_hash,
-                                    existing.get(phash))  # fmt: skip
+            self._classify_files(listing, folder_hash, existing, write_file)
             if listing.complete:
                 # Catalogued files of this folder that the walk did not see.
+                seen = {e.path_bytes for e in listing.files}
                 for known in by_folder.get(folder_hash, ()):
-                    if known.path_hash not in seen:
+                    if known.path_bytes not in seen:
                         rows.short.append(
-                            (scan_id, False, known.path_hash, "vanished", known.id)
+                            (self.scan_id, False, known.path_hash, "vanished", known.id)
                         )
-                signature = signatures[id(listing)]
                 if counts.errors != errors_before:
                     signature = None  # look again next time
                 rows.full.append(self._folder_row("folder_seen", folder_bytes, signature))
-        return rows
+
+    def _add_dirs(self, listing: Listing, folder: str, folder_hash: str) -> None:
+        for entry in listing.dirs:
+            self.counts.folders += 1
+            name = display_path(_split(entry.path_bytes)[1])
+            self.rows.full.append((
+                self.scan_id, True, path_hash(entry.path_bytes), "dir", None,
+                display_path(entry.path_bytes), entry.path_bytes, folder,
+                folder_hash, name, name.lower(), "", None, 0, entry.mtime_ns,
+                0, 0, None, None, None,
+            ))  # fmt: skip
 
     def _folder_row(self, status: str, folder_bytes: bytes, signature: str | None):
         # The folder's signature travels in the fingerprint column.
@@ -324,27 +385,38 @@ class Scanner:
             None, None,
         )  # fmt: skip
 
-    def _classify_file(self, rows, entry, listing, phash, folder, folder_hash, known):
+    def _classify_files(self, listing, folder_hash, existing, write_file) -> None:
         scan_id = self.scan_id
         counts = self.counts
-        if (
-            known is not None
-            and known.presence == "present"
-            and known.size == entry.size
-            and known.mtime_ns == entry.mtime_ns
-            and known.ctime_ns == entry.ctime_ns
-            and known.inode == entry.inode
-        ):
-            counts.unchanged += 1
-            if not listing.complete:
-                rows.short.append((scan_id, False, phash, "unchanged", known.id))
-            return
+        short = self.rows.short
+        folder = display_path(listing.prefix.rstrip(b"/"))
+        for entry in listing.files:
+            known = existing.get(entry.path_bytes)
+            if (
+                known is not None
+                and known.presence == "present"
+                and known.size == entry.size
+                and known.mtime_ns == entry.mtime_ns
+                and known.ctime_ns == entry.ctime_ns
+                and known.inode == entry.inode
+            ):
+                counts.unchanged += 1
+                if not listing.complete:
+                    short.append((scan_id, False, known.path_hash, "unchanged", known.id))
+                continue
+            self._classify_file(entry, listing, folder, folder_hash, known, write_file)
+
+    def _classify_file(self, entry, listing, folder, folder_hash, known, write_file):
+        """Fingerprint a file that is new or whose stat changed, and stage it."""
+        scan_id = self.scan_id
+        counts = self.counts
+        phash = path_hash(entry.path_bytes)
         error = None
         try:
-            fingerprint, media_type = fingerprint_entry(entry, listing.dir_fd)
+            fingerprint, media_type, kind = fingerprint_entry(entry, listing.dir_fd)
         except OSError as exc:
             counts.errors += 1
-            fingerprint, media_type = "", "application/octet-stream"
+            fingerprint, media_type, kind = "", "application/octet-stream", "other"
             error = f"cannot read the file: {exc.strerror or exc}"
         if known is None:
             status, file_id = "new", uuid.uuid4().hex
@@ -357,10 +429,9 @@ class Scanner:
         else:
             status, file_id = "touched", known.id
         name = display_path(_split(entry.path_bytes)[1])
-        kind = kind_of(media_type)
-        if self.first_scan:
+        if write_file is not None:
             now = self.now
-            rows.files.append((
+            write_file((
                 file_id, self.source.org_id, self.source.id,
                 display_path(entry.path_bytes), entry.path_bytes, phash, folder,
                 folder_hash, name, name.lower(), _extension(name), entry.size,
@@ -370,11 +441,11 @@ class Scanner:
             ))  # fmt: skip
             self.first_scan_new += 1
             if not listing.complete:
-                rows.short.append((scan_id, False, phash, "inserted", file_id))
+                self.rows.short.append((scan_id, False, phash, "inserted", file_id))
             if error is not None and len(self.file_errors) < MAX_ISSUES:
                 self.file_errors.append((file_id, entry.path_bytes, error))
             return
-        rows.full.append((
+        self.rows.full.append((
             scan_id, False, phash, status, file_id,
             display_path(entry.path_bytes), entry.path_bytes, folder,
             folder_hash, name, name.lower(), _extension(name),
@@ -395,6 +466,7 @@ class Scanner:
             conn.execute(update(Scan).where(Scan.id == self.scan_id).values(status="finalizing"))
             self._protect_unreadable(conn)
             self._record_problems(conn)
+            self._stage_unlisted(conn, params)
             self._pair_moves(conn, params)
             self._apply_updates(conn, params)
             if not self.first_scan:
@@ -425,24 +497,36 @@ class Scanner:
 
     def _protect_unreadable(self, conn: Connection) -> None:
         """Keep files under folders the walk could not read from going missing."""
-        prefixes = tuple(
+        prefixes = sorted(
             problem.path_bytes + b"/" if problem.path_bytes else b""
             for problem in self.problems
             if problem.kind == "unreadable_folder"
         )
-        if not prefixes:
-            return
-        rows = conn.execute(
-            select(File.id, File.path_hash, File.path_bytes).where(
-                File.source_id == self.source.id
+        # A folder inside another unreadable one adds no files, and would
+        # stage its files twice.
+        outermost: list[bytes] = []
+        for prefix in prefixes:
+            if not outermost or not prefix.startswith(outermost[-1]):
+                outermost.append(prefix)
+        for start in range(0, len(outermost), PREFIXES_PER_STATEMENT):
+            chunk = outermost[start : start + PREFIXES_PER_STATEMENT]
+            params = {"scan": self.scan_id, "source": self.source.id}
+            conditions = []
+            for index, prefix in enumerate(chunk):
+                params[f"prefix{index}"] = prefix
+                params[f"length{index}"] = len(prefix)
+                conditions.append(
+                    f"substr(path_bytes, 1, :length{index}) = :prefix{index}"
+                )
+            result = conn.execute(
+                text(
+                    "INSERT INTO scan_entries (scan_id, is_dir, path_hash, status, file_id) "
+                    "SELECT CAST(:scan AS VARCHAR(32)), false, path_hash, 'unverified', id "
+                    f"FROM files WHERE source_id = :source AND ({' OR '.join(conditions)})"
+                ),
+                params,
             )
-        )
-        protected = []
-        for row in rows:
-            if row.path_bytes.startswith(prefixes):
-                protected.append((self.scan_id, False, row.path_hash, "unverified", row.id))
-        self.counts.unverified += len(protected)
-        bulk_insert(conn, ScanEntry.__table__, SHORT_COLUMNS, protected)
+            self.counts.unverified += result.rowcount
 
     def _record_problems(self, conn: Connection) -> None:
         issues = [
@@ -475,38 +559,91 @@ class Scanner:
         if issues:
             conn.execute(ScanIssue.__table__.insert(), issues)
 
+    def _stage_unlisted(self, conn: Connection, params: dict) -> None:
+        """Stage as vanished the files of folders that were not listed whole.
+
+        Such a folder is gone, was listed in chunks, or could not be read. A
+        file in it is gone when no staging row names its path; 'unverified'
+        rows protect the files of unreadable folders. With the 'vanished'
+        rows of folders listed whole, this makes every file the walk did not
+        see a 'vanished' row, so later steps join on those rows instead of
+        testing every catalogued file.
+        """
+        # The catalogued folders are found with one index probe each (a
+        # loose index scan), not by reading every file's row. The folders
+        # not listed whole are materialized first: they are few, and the
+        # planner, short of statistics on fresh staging rows, would
+        # otherwise test each file against every folder row.
+        conn.execute(
+            text(
+                """
+                WITH RECURSIVE catalogued (folder_hash) AS (
+                    SELECT CAST(min(folder_hash) AS TEXT) FROM files
+                    WHERE source_id = :source
+                    UNION ALL
+                    SELECT (SELECT CAST(min(f.folder_hash) AS TEXT) FROM files f
+                            WHERE f.source_id = :source
+                              AND f.folder_hash > catalogued.folder_hash)
+                    FROM catalogued WHERE catalogued.folder_hash IS NOT NULL
+                ),
+                unlisted AS MATERIALIZED (
+                    SELECT folder_hash FROM catalogued
+                    WHERE folder_hash IS NOT NULL AND NOT EXISTS (
+                        SELECT 1 FROM scan_entries d WHERE d.scan_id = :scan
+                        AND d.status IN ('folder_seen', 'folder_unchanged')
+                        AND d.path_hash = catalogued.folder_hash)
+                )
+                INSERT INTO scan_entries (scan_id, is_dir, path_hash, status, file_id)
+                SELECT CAST(:scan AS VARCHAR(32)), false, f.path_hash, 'vanished', f.id
+                FROM unlisted
+                JOIN files f ON f.source_id = :source
+                            AND f.folder_hash = unlisted.folder_hash
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM scan_entries s WHERE s.scan_id = :scan
+                    AND s.is_dir = false AND s.path_hash = f.path_hash)
+                """
+            ),
+            params,
+        )
+
     def _pair_moves(self, conn: Connection, params: dict) -> None:
         # Vanished files (including ones already missing) and new paths with
         # the same fingerprint are paired in path order, so duplicates moved
-        # together always pair the same way.
+        # together always pair the same way. The n-th new path and the n-th
+        # vanished file of a fingerprint meet in one group. Grouping, unlike
+        # a join of the two sides, stays linear when the planner expects a
+        # handful of fresh staging rows and meets thousands.
         conn.execute(
             text(
                 """
                 UPDATE scan_entries SET status = 'moved', file_id = pairs.file_id
                 FROM (
-                    SELECT arrived.entry_id, vanished.file_id
+                    SELECT max(sides.entry_id) AS entry_id,
+                           max(sides.file_id) AS file_id
                     FROM (
-                        SELECT e.id AS entry_id, e.fingerprint,
+                        SELECT e.id AS entry_id, CAST(NULL AS VARCHAR(32)) AS file_id,
+                               e.fingerprint,
                                row_number() OVER (
                                    PARTITION BY e.fingerprint ORDER BY e.path_bytes
                                ) AS rn
                         FROM scan_entries e
                         WHERE e.scan_id = :scan AND e.status = 'new'
                           AND e.fingerprint <> ''
-                    ) AS arrived
-                    JOIN (
-                        SELECT f.id AS file_id, f.fingerprint,
+                        UNION ALL
+                        SELECT CAST(NULL AS BIGINT), f.id, f.fingerprint,
                                row_number() OVER (
                                    PARTITION BY f.fingerprint
                                    ORDER BY CASE WHEN f.presence = 'present'
                                             THEN 0 ELSE 1 END, f.path_bytes
-                               ) AS rn
-                        FROM files f
-                        WHERE f.source_id = :source AND f.fingerprint <> ''
-                          AND """ + vanished_condition("f") + """
-                    ) AS vanished
-                    ON vanished.fingerprint = arrived.fingerprint
-                       AND vanished.rn = arrived.rn
+                               )
+                        FROM scan_entries v
+                        JOIN files f ON f.source_id = :source
+                                    AND f.path_hash = v.path_hash
+                        WHERE v.scan_id = :scan AND v.status = 'vanished'
+                          AND f.fingerprint <> ''
+                    ) AS sides
+                    GROUP BY sides.fingerprint, sides.rn
+                    HAVING count(sides.entry_id) = 1 AND count(sides.file_id) = 1
                 ) AS pairs
                 WHERE scan_entries.id = pairs.entry_id
                 """
@@ -515,13 +652,17 @@ class Scanner:
         )
 
     def _apply_updates(self, conn: Connection, params: dict) -> None:
-        moved = "SELECT file_id FROM scan_entries WHERE scan_id = :scan AND status = 'moved'"
-        # Free the moved files' path hashes first: a rotation of paths would
-        # otherwise break the (source, path_hash) unique constraint.
+        moved = "SELECT {column} FROM scan_entries WHERE scan_id = :scan AND status = 'moved'"
+        # A moved file that still has the new path of another moved file
+        # (a rotation of paths) frees it first, or the (source, path_hash)
+        # unique constraint would break. A new path had no catalogued file
+        # when the walk looked it up, so this normally updates no row.
         conn.execute(
             text(
-                f"UPDATE files SET path_hash = '~' || substr(id, 1, 31) "
-                f"WHERE id IN ({moved})"
+                "UPDATE files SET path_hash = '~' || substr(id, 1, 31) "
+                "WHERE source_id = :source "
+                f"AND path_hash IN ({moved.format(column='path_hash')}) "
+                f"AND id IN ({moved.format(column='file_id')})"
             ),
             params,
         )
@@ -585,16 +726,16 @@ class Scanner:
         )
 
     def _mark_missing(self, conn: Connection, params: dict) -> None:
-        vanished = (
-            "files.source_id = :source AND files.presence = 'present' AND "
-            + vanished_condition("files")
-        )
-        # Record which files go missing, for the change events.
+        # A moved file has its new path by now, so its 'vanished' row, which
+        # names the old path, no longer matches it.
         conn.execute(
             text(
                 "INSERT INTO scan_entries (scan_id, is_dir, path_hash, status, file_id) "
-                f"SELECT CAST(:scan AS VARCHAR(32)), false, files.path_hash, 'missing', files.id "
-                f"FROM files WHERE {vanished}"
+                "SELECT CAST(:scan AS VARCHAR(32)), false, f.path_hash, 'missing', f.id "
+                "FROM scan_entries v JOIN files f ON f.source_id = :source "
+                "AND f.path_hash = v.path_hash "
+                "WHERE v.scan_id = :scan AND v.status = 'vanished' "
+                "AND f.presence = 'present'"
             ),
             params,
         )
@@ -652,26 +793,6 @@ class Scanner:
         self.counts.changed = by_status.get("changed", 0)
         self.counts.restored = by_status.get("restored", 0)
         self.counts.missing = by_status.get("missing", 0)
-
-
-def vanished_condition(alias: str) -> str:
-    """SQL condition: the walk did not see the file ``alias`` at its path.
-
-    A file is gone when its folder was listed whole and the file was not in
-    it (a 'vanished' row), or when its folder was not listed whole and no
-    staging row names its path (the folder is gone, was listed in chunks, or
-    could not be read, in which case 'unverified' rows protect its files).
-    """
-    return f"""(
-        EXISTS (SELECT 1 FROM scan_entries v WHERE v.scan_id = :scan
-                AND v.status = 'vanished' AND v.path_hash = {alias}.path_hash)
-        OR (NOT EXISTS (SELECT 1 FROM scan_entries d WHERE d.scan_id = :scan
-                        AND d.status IN ('folder_seen', 'folder_unchanged')
-                        AND d.path_hash = {alias}.folder_hash)
-            AND NOT EXISTS (SELECT 1 FROM scan_entries s WHERE s.scan_id = :scan
-                            AND s.is_dir = false
-                            AND s.path_hash = {alias}.path_hash))
-    )"""
 
 
 def discard_staging(scan_id: str) -> None:
