@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
-import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator, Protocol
 
-CHUNK = 1 << 20
+# zlib-ng's CRC-32 uses carry-less multiply instructions where the CPU has
+# them. On 256 KiB buffers it ran at about 50 GB/s on the benchmark's VM,
+# against 3.5 GB/s for zlib 1.2.13's.
+from zlib_ng.zlib_ng import crc32
+
+from workers.exports.zipwriter import ZIP_DEFLATED, ZIP_STORED, EntryWriter, ZipWriter
+
+# Size of the reused read buffers. Chunks larger than the object store
+# writer's 1 MiB buffer go straight to the file instead of being copied into
+# that buffer first.
+CHUNK = 2 << 20
+# Sizes for stored drive files, which are copied in the kernel: bytes per
+# ``os.sendfile`` call, and the CRC thread's buffer, small enough to stay in
+# the CPU cache between the read and the CRC.
+SEND_CHUNK = 8 << 20
+CRC_CHUNK = 256 << 10
+# Seconds between progress reports within an entry, and the minimum between
+# the reports after each finished entry. Each report is one database update.
+PROGRESS_INTERVAL = 1.0
+ENTRY_PROGRESS_INTERVAL = 0.1
 TEXT_TYPES = ("application/json", "application/xml", "image/svg+xml")
 
 
@@ -22,66 +41,104 @@ class Cancelled(Exception):
     """The export was cancelled while its archive was being written."""
 
 
+class ChunkReader(Protocol):
+    """A source that reads into buffers owned by the caller, like ``RawIOBase``."""
+
+    def readinto(self, buffer: bytearray) -> int: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class ArchiveEntry:
     name: str
     size: int
     mtime_ns: int
     media_type: str
-    # Checks the source at once and returns an iterator of its bytes. Raises
-    # EntryChanged before any byte when the file is not what was planned,
-    # so the entry is skipped; the iterator raises it if the file changes
-    # during the read, which aborts the archive.
-    open: Callable[[], Iterator[bytes]]
+    # Checks the source at once and returns its bytes, either as a
+    # ChunkReader (read into reused buffers) or as an iterable of bytes.
+    # Raises EntryChanged before any byte when the file is not what was
+    # planned, so the entry is skipped. Reading raises it if the file changes
+    # during the read, which aborts the archive. A ChunkReader may also have
+    # ``open_sender()``, returning an object whose ``send(out_fd, count)``
+    # copies the next bytes in the kernel and whose ``close()`` ends it.
+    open: Callable[[], ChunkReader | Iterable[bytes]]
 
 
 _DONE = object()
 
 
-def prefetch(chunks: Iterator[bytes], depth: int = 4) -> Iterator[bytes]:
-    """Read ``chunks`` on a thread, up to ``depth`` ahead of the consumer.
+def prefetch(
+    source: ChunkReader | Iterable[bytes], depth: int = 4, chunk_size: int = CHUNK
+) -> Iterator[tuple[bytes | memoryview, int]]:
+    """Read ``source`` on a thread, up to ``depth`` chunks ahead of the consumer.
 
-    Reading (``pread``) and the zip writer's CRC32 both release the GIL, so
-    the two overlap on separate cores. Errors reach the consumer in order.
+    Yields ``(chunk, crc)``, where ``crc`` is the CRC-32 of all bytes up to
+    and including ``chunk``. The thread computes it, so reading and CRC-32
+    overlap with the consumer's writes (all three release the GIL). A
+    ChunkReader is read into ``depth`` buffers that are reused, because
+    allocating a new multi-MiB object per chunk was slower than the copy
+    itself (about 300 MB/s for 4 MiB ``os.pread`` chunks on the benchmark's
+    VM). Each memoryview it yields is therefore valid only until the
+    consumer requests the next chunk. Errors reach the consumer in order,
+    and the source is closed on the reading thread when it ends or the
+    consumer stops.
     """
-    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    readinto = getattr(source, "readinto", None)
+    # Free slots bound how far the reader runs ahead. They are buffers for a
+    # ChunkReader and plain tokens for an iterable.
+    free: queue.Queue = queue.Queue()
+    for _ in range(depth):
+        free.put(bytearray(chunk_size) if readinto is not None else True)
+    filled: queue.Queue = queue.Queue()
     stop = threading.Event()
 
+    def take_free_slot():
+        while not stop.is_set():
+            try:
+                return free.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
+
     def produce():
+        crc = 0
         try:
-            for chunk in chunks:
-                while not stop.is_set():
-                    try:
-                        buffer.put(chunk, timeout=0.1)
+            if readinto is not None:
+                while (buffer := take_free_slot()) is not None:
+                    size = readinto(buffer)
+                    if not size:
                         break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    break
+                    chunk = memoryview(buffer)[:size]
+                    crc = crc32(chunk, crc)
+                    filled.put((buffer, chunk, crc))
+            else:
+                for chunk in source:
+                    if take_free_slot() is None:
+                        break
+                    crc = crc32(chunk, crc)
+                    filled.put((True, chunk, crc))
             item = _DONE
         except BaseException as error:  # handed to the consumer below
             item = error
         finally:
-            close = getattr(chunks, "close", None)
+            close = getattr(source, "close", None)
             if close is not None:
                 close()
-        while not stop.is_set():
-            try:
-                buffer.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        filled.put(item)
 
     thread = threading.Thread(target=produce, name="export-read", daemon=True)
     thread.start()
     try:
         while True:
-            item = buffer.get()
+            item = filled.get()
             if item is _DONE:
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            slot, chunk, crc = item
+            yield chunk, crc
+            free.put(slot)
     finally:
         stop.set()
         thread.join()
@@ -91,8 +148,8 @@ def compress_type(media_type: str) -> int:
     # Media formats are already compressed; deflating them costs CPU for
     # nothing, so only text-like files are deflated.
     if media_type.startswith("text/") or media_type in TEXT_TYPES:
-        return zipfile.ZIP_DEFLATED
-    return zipfile.ZIP_STORED
+        return ZIP_DEFLATED
+    return ZIP_STORED
 
 
 def zip_time(mtime_ns: int) -> tuple:
@@ -102,6 +159,100 @@ def zip_time(mtime_ns: int) -> tuple:
     if moment.year > 2107:
         return (2107, 12, 31, 23, 59, 58)
     return moment.timetuple()[:6]
+
+
+class _Progress:
+    """Counts of finished entries and copied bytes, reported at a limited rate."""
+
+    def __init__(self, report: Callable[[int, int], None]):
+        self._report = report
+        self.files_done = 0
+        self.bytes_done = 0
+        self._last_report = time.monotonic()
+
+    def add_bytes(self, count: int) -> None:
+        self.bytes_done += count
+        self._report_after(PROGRESS_INTERVAL)
+
+    def add_file(self) -> None:
+        self.files_done += 1
+        self._report_after(ENTRY_PROGRESS_INTERVAL)
+
+    def _report_after(self, interval: float) -> None:
+        now = time.monotonic()
+        if now - self._last_report >= interval:
+            self._last_report = now
+            self.report()
+
+    def report(self) -> None:
+        self._report(self.files_done, self.bytes_done)
+
+
+def _copy_entry(source, target: EntryWriter, progress: _Progress) -> int:
+    """Copy all of ``source`` into ``target`` and return the byte count."""
+    open_sender = getattr(source, "open_sender", None)
+    out_fd = target.output_fd() if open_sender is not None else None
+    if out_fd is not None:
+        return _send_entry(source, open_sender(), out_fd, target, progress)
+    written = 0
+    with contextlib.closing(prefetch(source)) as chunks:
+        for chunk, crc in chunks:
+            target.write(chunk, crc)
+            written += len(chunk)
+            progress.add_bytes(len(chunk))
+    return written
+
+
+def _send_entry(
+    source, sender, out_fd: int, target: EntryWriter, progress: _Progress
+) -> int:
+    """Copy ``source`` into ``out_fd`` in the kernel while a thread computes its CRC.
+
+    The copy (``os.sendfile``) and the thread's reads go through the page
+    cache separately, so no chunk is handed between threads. On the
+    benchmark's 2-vCPU VM this copied about twice as fast as handing 2 MiB
+    chunks to the writing thread, probably because those chunks left the
+    CPU caches between the two threads.
+    """
+    result: dict = {}
+    stop = threading.Event()
+
+    def checksum():
+        buffer = bytearray(CRC_CHUNK)
+        view = memoryview(buffer)
+        crc = 0
+        try:
+            while not stop.is_set() and (size := source.readinto(buffer)):
+                crc = crc32(view[:size], crc)
+            result["crc"] = crc
+        except BaseException as error:  # re-raised on the writing thread
+            result["error"] = error
+        finally:
+            _close_source(source)
+
+    thread = threading.Thread(target=checksum, name="export-crc", daemon=True)
+    thread.start()
+    written = 0
+    try:
+        while "error" not in result and (count := sender.send(out_fd, SEND_CHUNK)):
+            written += count
+            progress.add_bytes(count)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        thread.join()
+        sender.close()
+    if "error" in result:
+        raise result["error"]
+    target.wrote_directly(written, result["crc"])
+    return written
+
+
+def _close_source(source) -> None:
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()
 
 
 def write_zip(
@@ -114,38 +265,37 @@ def write_zip(
 ) -> int:
     """Write ``entries`` (and then ``extra_files()``) as a zip into ``out``.
 
-    ``on_progress(files_done, bytes_done)`` is called about once a second.
-    Returns the number of entries written.
+    ``on_progress(files_done, bytes_done)`` is called about once a second
+    within an entry and after each entry, but at most every
+    ``ENTRY_PROGRESS_INTERVAL`` seconds. Returns the number of entries written.
     """
-    files_done = bytes_done = 0
-    last_report = time.monotonic()
-    with zipfile.ZipFile(out, "w", allowZip64=True) as archive:
-        for entry in entries:
-            if is_cancelled():
-                raise Cancelled()
-            try:
-                chunks = entry.open()
-            except EntryChanged as error:
-                on_skip(entry, str(error))
-                continue
-            info = zipfile.ZipInfo(entry.name, date_time=zip_time(entry.mtime_ns))
-            info.compress_type = compress_type(entry.media_type)
-            info.file_size = entry.size
-            info.external_attr = 0o644 << 16
-            written = 0
-            with archive.open(info, "w", force_zip64=entry.size > 0x7FFFFFFF) as target:
-                for chunk in prefetch(chunks):
-                    target.write(chunk)
-                    written += len(chunk)
-                    bytes_done += len(chunk)
-                    now = time.monotonic()
-                    if now - last_report >= 1.0:
-                        last_report = now
-                        on_progress(files_done, bytes_done)
-            if written != entry.size:
-                raise EntryChanged(f"{entry.name}: read {written} bytes, expected {entry.size}")
-            files_done += 1
-        for name, data in extra_files().items():
-            archive.writestr(name, data)
-    on_progress(files_done, bytes_done)
-    return files_done
+    progress = _Progress(on_progress)
+    archive = ZipWriter(out)
+    for entry in entries:
+        if is_cancelled():
+            raise Cancelled()
+        try:
+            source = entry.open()
+        except EntryChanged as error:
+            on_skip(entry, str(error))
+            continue
+        method = compress_type(entry.media_type)
+        date_time = zip_time(entry.mtime_ns)
+        try:
+            with archive.open_entry(entry.name, date_time, method, entry.size) as target:
+                written = _copy_entry(source, target, progress)
+                if written != entry.size:
+                    raise EntryChanged(
+                        f"{entry.name}: read {written} bytes, expected {entry.size}"
+                    )
+        finally:
+            # prefetch closes the source once it starts. This also covers a
+            # failure before it started, such as a failed header write.
+            _close_source(source)
+        progress.add_file()
+    # Extra files are reports the export writes as text, so they are deflated.
+    for name, data in extra_files().items():
+        archive.write_bytes(name, data, zip_time(time.time_ns()), ZIP_DEFLATED)
+    archive.close()
+    progress.report()
+    return progress.files_done

@@ -14,7 +14,7 @@ import json
 import os
 from collections import defaultdict
 from datetime import timedelta
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from sqlalchemy import or_, select, update
 
@@ -26,7 +26,7 @@ from core.settings import get_settings
 from core.storage import ObjectNotFound, get_store
 from services.catalog.access import visible_files
 from services.catalog.models import Export, File, GroupMember, Membership, Source
-from workers.exports.archive import ArchiveEntry, Cancelled, EntryChanged, write_zip
+from workers.exports.archive import CHUNK, ArchiveEntry, Cancelled, EntryChanged, write_zip
 from workers.exports.names import NameAllocator
 from workers.scan.walker import fingerprint_fd, open_relative
 from workers.tasks.scans import stale_after
@@ -34,7 +34,6 @@ from workers.tasks.scans import stale_after
 log = get_logger(__name__)
 
 FINISHED = ("succeeded", "failed", "cancelled", "expired")
-CHUNK = 4 << 20
 
 
 class DriveGone(Exception):
@@ -193,13 +192,13 @@ def _dispatch(export_id: str, plan: dict) -> None:
 # -- reading originals --------------------------------------------------------------
 
 
-def open_drive_file(file_id: str, expected_fingerprint: str, size: int) -> Iterator[bytes]:
+def open_drive_file(file_id: str, expected_fingerprint: str, size: int) -> DriveFileReader:
     """Open a file on its drive and check it is still the planned one.
 
     Raises DriveGone when the drive is offline or unreadable, and
-    EntryChanged when the file's size or fingerprint differ. Returns an
-    iterator of its bytes that raises EntryChanged if the file changes
-    while it is read.
+    EntryChanged when the file's size or fingerprint differ. Returns a
+    reader of its bytes that raises EntryChanged if the file changes while
+    it is read.
     """
     with session_scope("catalog") as session:
         file = session.get(File, file_id)
@@ -222,26 +221,132 @@ def open_drive_file(file_id: str, expected_fingerprint: str, size: int) -> Itera
     if st.st_size != size or fingerprint != expected_fingerprint:
         os.close(fd)
         raise EntryChanged("its bytes changed on the drive since the export was requested")
-    return _read_fd(fd, st, size, drive)
+    return DriveFileReader(fd, st, size, drive)
 
 
-def _read_fd(fd: int, st: os.stat_result, size: int, drive: str) -> Iterator[bytes]:
-    try:
-        offset = 0
-        while offset < size:
+class DriveFileReader:
+    """The first ``size`` bytes of an open drive file, read once in order.
+
+    ``readinto`` fills buffers owned by the caller, and iterating yields new
+    ``bytes`` chunks for callers that keep each one. Use one or the other.
+    Both raise DriveGone when a read fails, and EntryChanged at the end when
+    the file's size or modification time differ from ``st``. The file
+    descriptor is closed at the end, on any error, or by ``close``.
+    """
+
+    def __init__(self, fd: int, st: os.stat_result, size: int, drive: str):
+        self._fd: int | None = fd
+        self._st = st
+        self._size = size
+        self._drive = drive
+        self._offset = 0
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        """Read the next bytes into ``buffer`` and return their count, 0 at the end."""
+        if self._fd is None:
+            return 0
+        wanted = min(len(buffer), self._size - self._offset)
+        count = 0
+        if wanted > 0:
             try:
-                chunk = os.pread(fd, min(CHUNK, size - offset), offset)
+                count = os.preadv(self._fd, [memoryview(buffer)[:wanted]], self._offset)
             except OSError as error:
-                raise DriveGone(drive) from error
-            if not chunk:
-                break
-            offset += len(chunk)
-            yield chunk
-        after = os.fstat(fd)
-        if after.st_size != st.st_size or after.st_mtime_ns != st.st_mtime_ns:
+                self.close()
+                raise DriveGone(self._drive) from error
+        if count == 0:
+            self._finish()
+        self._offset += count
+        return count
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            while self._fd is not None and self._offset < self._size:
+                try:
+                    chunk = os.pread(self._fd, min(CHUNK, self._size - self._offset), self._offset)
+                except OSError as error:
+                    raise DriveGone(self._drive) from error
+                if not chunk:
+                    break
+                self._offset += len(chunk)
+                yield chunk
+            if self._fd is not None:
+                self._finish()
+        finally:
+            self.close()
+
+    def _finish(self) -> None:
+        """Close the file, raising EntryChanged if it changed since it was opened."""
+        try:
+            after = os.fstat(self._fd)
+        except OSError as error:
+            raise DriveGone(self._drive) from error
+        finally:
+            self.close()
+        if after.st_size != self._st.st_size or after.st_mtime_ns != self._st.st_mtime_ns:
             raise EntryChanged("the file changed while it was being read")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def open_sender(self) -> DriveFileSender:
+        """Return a sender of the same bytes, with its own descriptor and position.
+
+        The sender and this reader may then run on separate threads, and
+        either may close its descriptor first.
+        """
+        if self._fd is None:
+            raise ValueError("the drive file is already closed")
+        return DriveFileSender(os.dup(self._fd), self._size, self._drive)
+
+
+class DriveFileSender:
+    """Copies the first ``size`` bytes of a drive file with ``os.sendfile``."""
+
+    def __init__(self, fd: int, size: int, drive: str):
+        self._fd: int | None = fd
+        self._size = size
+        self._drive = drive
+        self._offset = 0
+
+    def send(self, out_fd: int, count: int) -> int:
+        """Copy up to ``count`` next bytes to ``out_fd`` and return how many, 0 at the end.
+
+        Raises DriveGone when the drive file cannot be read, and the
+        OSError itself when writing to ``out_fd`` failed.
+        """
+        count = min(count, self._size - self._offset)
+        if count <= 0 or self._fd is None:
+            return 0
+        try:
+            sent = os.sendfile(out_fd, self._fd, self._offset, count)
+        except OSError as error:
+            # sendfile reports errors of both files alike, so read one byte
+            # to learn which one failed.
+            try:
+                os.pread(self._fd, 1, self._offset)
+            except OSError:
+                raise DriveGone(self._drive) from error
+            raise
+        self._offset += sent
+        return sent
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def copy_to_store(reader: DriveFileReader, out: BinaryIO) -> None:
+    """Copy all of ``reader`` into ``out`` through one reused buffer."""
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    try:
+        while count := reader.readinto(buffer):
+            out.write(view[:count])
     finally:
-        os.close(fd)
+        reader.close()
 
 
 @celery_app.task(name="exports.stage", acks_late=True, ignore_result=True)
@@ -258,10 +363,9 @@ def stage_export(export_id: str, host: str, assembler: str) -> None:
         if store.exists(key):
             continue
         try:
-            chunks = open_drive_file(entry["read_file_id"], entry["fingerprint"], entry["size"])
+            reader = open_drive_file(entry["read_file_id"], entry["fingerprint"], entry["size"])
             with store.writer(key, "application/octet-stream") as out:
-                for chunk in chunks:
-                    out.write(chunk)
+                copy_to_store(reader, out)
         except DriveGone as gone:
             _back_to_waiting(export_id, gone.drive)
             return
@@ -437,9 +541,8 @@ def stage_original(file_id: str, fingerprint: str, size: int) -> None:
     if store.exists(key):
         return
     try:
-        chunks = open_drive_file(file_id, fingerprint, size)
+        reader = open_drive_file(file_id, fingerprint, size)
         with store.writer(key, "application/octet-stream") as out:
-            for chunk in chunks:
-                out.write(chunk)
+            copy_to_store(reader, out)
     except (DriveGone, EntryChanged) as error:
         log.warning("original_not_staged", file_id=file_id, reason=str(error))
