@@ -53,6 +53,17 @@ FILE_COLUMNS = [
     "ctime_ns", "inode", "fingerprint", "media_type", "kind", "presence",
     "first_seen_at", "updated_at", "content_version", "rendition_state", "error",
 ]  # fmt: skip
+# Columns of the catalogued files a rescan compares with the walk, in the
+# order of the tuples ``_existing`` returns. The first five are compared
+# with a walked file's stat fields.
+KNOWN_COLUMNS = (
+    "size", "mtime_ns", "ctime_ns", "inode", "presence", "path_bytes",
+    "path_hash", "id", "fingerprint", "folder_hash",
+)  # fmt: skip
+(
+    KNOWN_PRESENCE, KNOWN_PATH_BYTES, KNOWN_PATH_HASH, KNOWN_ID, KNOWN_FINGERPRINT,
+    KNOWN_FOLDER_HASH,
+) = range(4, 10)
 VISUAL_KINDS = ("image", "video", "document")
 ROOT_FOLDER_HASH = path_hash(b"")
 HEARTBEAT_SECONDS = 2.0
@@ -285,27 +296,32 @@ class Scanner:
     def _existing(self, conn: Connection, folder_hashes: list, path_hashes: list) -> dict:
         """Catalogued files of whole folders, plus single paths of chunked ones.
 
-        Returns rows by their path bytes, so that unchanged files need no
-        path hash.
+        Returns tuples of ``KNOWN_COLUMNS`` by their path bytes, so that
+        unchanged files need no path hash.
         """
-        if not (folder_hashes or path_hashes):
-            return {}
-        columns = (
-            File.path_bytes, File.path_hash, File.id, File.size, File.mtime_ns,
-            File.ctime_ns, File.inode, File.fingerprint, File.presence, File.folder_hash,
-        )  # fmt: skip
         found = {}
-        if folder_hashes:
-            query = select(*columns).where(
-                File.source_id == self.source.id, File.folder_hash.in_(folder_hashes)
-            )
-            found.update((row.path_bytes, row) for row in conn.execute(query))
-        if path_hashes:
-            query = select(*columns).where(
-                File.source_id == self.source.id, File.path_hash.in_(path_hashes)
-            )
-            found.update((row.path_bytes, row) for row in conn.execute(query))
+        for column, values in (("folder_hash", folder_hashes), ("path_hash", path_hashes)):
+            if values:
+                rows = self._catalogued(conn, column, values)
+                found.update((row[KNOWN_PATH_BYTES], row) for row in rows)
         return found
+
+    def _catalogued(self, conn: Connection, column: str, values: list) -> list[tuple]:
+        if conn.dialect.name == "postgresql":
+            # psycopg's own tuples cost about half of SQLAlchemy rows, which
+            # matters when every folder of a large drive changed.
+            with conn.connection.driver_connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT {', '.join(KNOWN_COLUMNS)} FROM files "
+                    f"WHERE source_id = %s AND {column} = ANY(%s)",
+                    (self.source.id, values),
+                )
+                return cursor.fetchall()
+        table = File.__table__
+        query = select(*(table.c[name] for name in KNOWN_COLUMNS)).where(
+            table.c.source_id == self.source.id, table.c[column].in_(values)
+        )
+        return [tuple(row) for row in conn.execute(query)]
 
     def _classify(
         self,
@@ -341,7 +357,7 @@ class Scanner:
         changed_set = set(changed_whole)
         by_folder: dict[str, list] = {}
         for known in existing.values():
-            by_folder.setdefault(known.folder_hash, []).append(known)
+            by_folder.setdefault(known[KNOWN_FOLDER_HASH], []).append(known)
 
         for listing, folder_hash, signature in zip(listings, folder_hashes, signatures):
             folder_bytes = listing.prefix.rstrip(b"/")
@@ -358,10 +374,11 @@ class Scanner:
                 # Catalogued files of this folder that the walk did not see.
                 seen = {e.path_bytes for e in listing.files}
                 for known in by_folder.get(folder_hash, ()):
-                    if known.path_bytes not in seen:
-                        rows.short.append(
-                            (self.scan_id, False, known.path_hash, "vanished", known.id)
-                        )
+                    if known[KNOWN_PATH_BYTES] not in seen:
+                        rows.short.append((
+                            self.scan_id, False, known[KNOWN_PATH_HASH], "vanished",
+                            known[KNOWN_ID],
+                        ))  # fmt: skip
                 if counts.errors != errors_before:
                     signature = None  # look again next time
                 rows.full.append(self._folder_row("folder_seen", folder_bytes, signature))
@@ -392,17 +409,14 @@ class Scanner:
         folder = display_path(listing.prefix.rstrip(b"/"))
         for entry in listing.files:
             known = existing.get(entry.path_bytes)
-            if (
-                known is not None
-                and known.presence == "present"
-                and known.size == entry.size
-                and known.mtime_ns == entry.mtime_ns
-                and known.ctime_ns == entry.ctime_ns
-                and known.inode == entry.inode
+            if known is not None and known[:5] == (
+                entry.size, entry.mtime_ns, entry.ctime_ns, entry.inode, "present"
             ):
                 counts.unchanged += 1
                 if not listing.complete:
-                    short.append((scan_id, False, known.path_hash, "unchanged", known.id))
+                    short.append(
+                        (scan_id, False, known[KNOWN_PATH_HASH], "unchanged", known[KNOWN_ID])
+                    )
                 continue
             self._classify_file(entry, listing, folder, folder_hash, known, write_file)
 
@@ -421,13 +435,13 @@ class Scanner:
         if known is None:
             status, file_id = "new", uuid.uuid4().hex
         elif error is not None:
-            status, file_id = "unreadable", known.id
-        elif known.fingerprint != fingerprint:
-            status, file_id = "changed", known.id
-        elif known.presence == "missing":
-            status, file_id = "restored", known.id
+            status, file_id = "unreadable", known[KNOWN_ID]
+        elif known[KNOWN_FINGERPRINT] != fingerprint:
+            status, file_id = "changed", known[KNOWN_ID]
+        elif known[KNOWN_PRESENCE] == "missing":
+            status, file_id = "restored", known[KNOWN_ID]
         else:
-            status, file_id = "touched", known.id
+            status, file_id = "touched", known[KNOWN_ID]
         name = display_path(_split(entry.path_bytes)[1])
         if write_file is not None:
             now = self.now
