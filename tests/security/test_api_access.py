@@ -242,9 +242,10 @@ def world(owner, drive_factory, collections, sharing) -> OrgWorld:
     )
     assert added.status_code == 200, added.json
     deliver_events()
+    label = f"Alpha-Client-{uuid.uuid4().hex[:8]}"
     link = sharing.post(
         "/api/v1/links",
-        json={"collection_id": collection.json["id"], "label": f"Alpha-Client-{uuid.uuid4().hex[:8]}"},
+        json={"collection_id": collection.json["id"], "label": label},
         headers=owner.headers,
     )
     assert link.status_code == 201, link.json
@@ -304,7 +305,9 @@ def member_problems(
                 query=query,
             )
             if invalid.status_code != 401:
-                problems.append(f"{label} with an invalid token: {invalid.status_code}, expected 401")
+                problems.append(
+                    f"{label} with an invalid token: {invalid.status_code}, expected 401"
+                )
 
             foreign = call(client, operation.method, path, bearer(other), body, query)
             takes_ids = "{" in operation.template
