@@ -55,7 +55,7 @@ FILE_COLUMNS = [
 ]  # fmt: skip
 # Columns of the catalogued files a rescan compares with the walk, in the
 # order of the tuples ``_existing`` returns. The first five are compared
-# with a walked file's stat fields.
+# with a walked file's stat fields and with "present".
 KNOWN_COLUMNS = (
     "size", "mtime_ns", "ctime_ns", "inode", "presence", "path_bytes",
     "path_hash", "id", "fingerprint", "folder_hash",
