@@ -238,3 +238,35 @@ def test_drive_reader_file_changed_while_read(tmp_path):
     with pytest.raises(EntryChanged, match="changed while it was being read"):
         while reader.readinto(buffer):
             pass
+
+
+def test_write_zip_mixes_direct_and_buffered(tmp_path):
+    from workers.exports.archive import ArchiveEntry, write_zip
+
+    stored = os.urandom(3 * CHUNK + 5)
+    text = b"caption line\n" * 5000
+    (tmp_path / "clip.mov").write_bytes(stored)
+    (tmp_path / "notes.txt").write_bytes(text)
+    entries = [
+        ArchiveEntry("clip.mov", len(stored), 0, "video/quicktime",
+                     lambda: open_reader(tmp_path / "clip.mov", len(stored))),
+        ArchiveEntry("notes.txt", len(text), 0, "text/plain",
+                     lambda: open_reader(tmp_path / "notes.txt", len(text))),
+        ArchiveEntry("staged.mov", len(stored), 0, "video/quicktime",
+                     lambda: iter([stored[:1000], stored[1000:]])),
+    ]  # fmt: skip
+    path = tmp_path / "out.zip"
+    # Buffered like the local object store's writer, so the stored drive
+    # file goes through the descriptor and the others through the buffer.
+    with open(path, "wb", buffering=1 << 20) as out:
+        written = write_zip(out, entries, lambda: {"MANIFEST.json": b"{}"},
+                            lambda files, size: None, lambda: False, None)  # fmt: skip
+    assert written == 3
+    unzip_test(path.read_bytes(), tmp_path)
+    with zipfile.ZipFile(path) as archive:
+        assert archive.read("clip.mov") == stored
+        assert archive.read("notes.txt") == text
+        assert archive.read("staged.mov") == stored
+        assert archive.read("MANIFEST.json") == b"{}"
+        assert archive.getinfo("notes.txt").compress_type == ZIP_DEFLATED
+        assert archive.getinfo("clip.mov").compress_type == ZIP_STORED

@@ -290,53 +290,6 @@ class DriveFileReader:
             os.close(self._fd)
             self._fd = None
 
-    def open_sender(self) -> DriveFileSender:
-        """Return a sender of the same bytes, with its own descriptor and position.
-
-        The sender and this reader may then run on separate threads, and
-        either may close its descriptor first.
-        """
-        if self._fd is None:
-            raise ValueError("the drive file is already closed")
-        return DriveFileSender(os.dup(self._fd), self._size, self._drive)
-
-
-class DriveFileSender:
-    """Copies the first ``size`` bytes of a drive file with ``os.sendfile``."""
-
-    def __init__(self, fd: int, size: int, drive: str):
-        self._fd: int | None = fd
-        self._size = size
-        self._drive = drive
-        self._offset = 0
-
-    def send(self, out_fd: int, count: int) -> int:
-        """Copy up to ``count`` next bytes to ``out_fd`` and return how many, 0 at the end.
-
-        Raises DriveGone when the drive file cannot be read, and the
-        OSError itself when writing to ``out_fd`` failed.
-        """
-        count = min(count, self._size - self._offset)
-        if count <= 0 or self._fd is None:
-            return 0
-        try:
-            sent = os.sendfile(out_fd, self._fd, self._offset, count)
-        except OSError as error:
-            # sendfile reports errors of both files alike, so read one byte
-            # to learn which one failed.
-            try:
-                os.pread(self._fd, 1, self._offset)
-            except OSError:
-                raise DriveGone(self._drive) from error
-            raise
-        self._offset += sent
-        return sent
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
 
 def copy_to_store(reader: DriveFileReader, out: BinaryIO) -> None:
     """Copy all of ``reader`` into ``out`` through one reused buffer."""
