@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from sqlalchemy import select
 
+from core.db import session_scope
+from services.catalog.models import OutboxEvent
 from tests.catalog.helpers import connect, run_active_scan
 from tests.conftest import Member, make_org
 from tests.security.openapi_walk import error_shape_problem, small_jpeg
@@ -271,6 +274,26 @@ def test_readded_member_loses_old_grants(owner, secret):
 
     again = owner.add_member("returning@example.com", "viewer")
     assert secret_exposures(again, secret) == []
+
+
+def test_member_removal_publishes_group_members(owner, secret):
+    member = owner.add_member("leaving@example.com", "viewer")
+    secret_id = owner.get("/api/v1/groups/Secret").json["id"]
+    granted = owner.post("/api/v1/groups/Secret/members", json={"email": member.email})
+    assert granted.status_code == 200
+    assert owner.delete(f"/api/v1/members/{member.user_id}").status_code == 204
+
+    # The other services keep group member lists from these events, so the
+    # last one for the group must no longer list the removed member.
+    with session_scope("catalog") as session:
+        events = session.scalars(
+            select(OutboxEvent)
+            .where(OutboxEvent.topic == "catalog.group_changed")
+            .order_by(OutboxEvent.seq)
+        ).all()
+    latest = [e.payload for e in events if e.payload["group_id"] == secret_id][-1]
+    assert member.user_id not in latest["members"]
+    assert owner.user_id in latest["members"]
 
 
 def test_me_lists_only_own_org_groups(catalog, owner, secret):

@@ -483,10 +483,8 @@ def change_visibility(world: World, spec) -> None:
             listed.discard(person.member.user_id)
         created_links = any(creator is person for _, creator, _ in world.links)
         event("a link's creator left" if created_links else "a member left")
-        # NOTE: a link's creator who rejoins is covered only by
-        # test_rejoined_creator_link_drops_old_grants, an expected failure.
-        if member_index in spec["rejoiners"] and not created_links:
-            event("a member rejoined")
+        if member_index in spec["rejoiners"]:
+            event("a link's creator rejoined" if created_links else "a member rejoined")
             # The rejoined member gets a new token but keeps the user id,
             # and no grant comes back.
             again = owner.add_member(person.member.email, person.role)
@@ -570,11 +568,6 @@ REJOINED_CREATOR = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sharing read model keeps a removed member's group grants, so a "
-    "link whose creator rejoins shows restricted groups the creator lost",
-)
 def test_rejoined_creator_link_drops_old_grants(catalog, collections, sharing, tmp_path):
     world = build_linked_world(catalog, collections, sharing, tmp_path, REJOINED_CREATOR)
     (link, creator, _collection_id), = world.links

@@ -11,6 +11,7 @@ from core.errors import Conflict, Forbidden, NotFound
 from core.settings import get_settings
 from services.catalog import schemas
 from services.catalog.api.common import db
+from services.catalog.api.groups import publish_group_change
 from services.catalog.events import publish_member
 from services.catalog.models import (
     ApiToken,
@@ -194,12 +195,19 @@ class Member(MethodView):
             session.delete(token)
         # Grants end with the membership: re-adding the member grants nothing.
         org_groups = select(SourceGroup.id).where(SourceGroup.org_id == principal.org_id)
+        granted_groups = []
         for grant in session.scalars(
             select(GroupMember).where(
                 GroupMember.user_id == user_id, GroupMember.group_id.in_(org_groups)
             )
         ):
+            granted_groups.append(grant.group_id)
             session.delete(grant)
+        session.flush()
+        # Other services keep each group's member list from these events, so
+        # a rejoining member must not find the old grants there either.
+        for group_id in sorted(granted_groups):
+            publish_group_change(session, session.get(SourceGroup, group_id))
         publish_member(session.connection(), principal.org_id, user_id, None)
         session.commit()
 
