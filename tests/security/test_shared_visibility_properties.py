@@ -602,11 +602,6 @@ OWNER_LINK_TO_RESTRICTED = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the links API returns a link's URL to every member, so a member outside "
-    "a restricted group opens the owner's link and sees that group's files",
-)
 def test_link_url_hides_restricted_files(catalog, collections, sharing, tmp_path):
     world = build_linked_world(
         catalog, collections, sharing, tmp_path, OWNER_LINK_TO_RESTRICTED

@@ -232,3 +232,19 @@ def test_late_member_event_ignored(world, sharing):
     )  # fmt: skip
     shown = world["api"].call("get", f"/api/v1/links/{world['link']['id']}").json
     assert shown["creator_left"] is False
+
+
+def test_url_hidden_from_member_outside_group(world):
+    # The link shows the restricted drive's file, which the viewer may not see.
+    link_id = world["link"]["id"]
+    viewer = Api(world["viewer"], world["api"].sharing, world["api"].collections_url)
+    shown = viewer.call("get", f"/api/v1/links/{link_id}")
+    assert shown.status_code == 200
+    assert shown.json["url"] is None
+    assert any("URL is hidden" in warning for warning in shown.json["warnings"])
+    listed = viewer.call(
+        "get", "/api/v1/links", query_string={"collection_id": world["collection"]["id"]}
+    )
+    assert [item["url"] for item in listed.json["items"]] == [None]
+    # The creator, who is listed in the group, still sees the URL.
+    assert world["api"].call("get", f"/api/v1/links/{link_id}").json["url"] is not None

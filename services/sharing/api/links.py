@@ -18,7 +18,14 @@ from core.settings import get_settings
 from services.sharing import readmodel, schemas, stats
 from services.sharing.clients import MemberClient
 from services.sharing.keys import decrypt_token, encrypt_token, new_token, token_digest
-from services.sharing.models import Link, MemberFacts
+from services.sharing.listing import visible_group_ids
+from services.sharing.models import (
+    CollectionItem,
+    FileFacts,
+    Link,
+    MemberFacts,
+    SourceFacts,
+)
 from services.sharing.passwords import hash_password
 
 blp = Blueprint("links", __name__, url_prefix="/api/v1", description="Share links")
@@ -72,8 +79,46 @@ def _left_creators(session: Session, links: list[Link]) -> set[str]:
     return set(rows)
 
 
-def serialize_links(session: Session, links: list[Link]) -> list[dict]:
+def _links_showing_hidden_files(
+    session: Session, principal: Principal, links: list[Link]
+) -> set[str]:
+    """Return the ids of links that show files of groups ``principal`` cannot see.
+
+    A link shows what its creator may see. Its URL is a key to those files,
+    so it is shown only to members who may see all of them.
+    """
+    if not links:
+        return set()
+    org_id = links[0].org_id
+    own_groups, _left = visible_group_ids(session, org_id, principal.user_id)
+    creator_groups: dict[str, set[str]] = {}
+    hiding = set()
+    for link in links:
+        if link.created_by not in creator_groups:
+            creator_groups[link.created_by] = visible_group_ids(
+                session, org_id, link.created_by
+            )[0]
+        extra = creator_groups[link.created_by] - own_groups
+        if not extra:
+            continue
+        found = session.scalar(
+            select(CollectionItem.file_id)
+            .join(FileFacts, FileFacts.id == CollectionItem.file_id)
+            .join(SourceFacts, SourceFacts.id == FileFacts.source_id)
+            .where(
+                CollectionItem.collection_id == link.collection_id,
+                SourceFacts.group_id.in_(extra),
+            )
+            .limit(1)
+        )
+        if found is not None:
+            hiding.add(link.id)
+    return hiding
+
+
+def serialize_links(session: Session, principal: Principal, links: list[Link]) -> list[dict]:
     left = _left_creators(session, links)
+    hiding = _links_showing_hidden_files(session, principal, links)
     pending = stats.pending_counts([link.id for link in links])
     now = utcnow()
     result = []
@@ -83,11 +128,16 @@ def serialize_links(session: Session, links: list[Link]) -> list[dict]:
         if extra.get("last_access") and (last_access is None or extra["last_access"] > last_access):
             last_access = extra["last_access"]
         creator_left = link.created_by in left
-        url = link_url(link)
+        url = None if link.id in hiding else link_url(link)
         warnings = []
         if creator_left:
             warnings.append(CREATOR_LEFT_WARNING.format(id=link.id))
-        if url is None:
+        if link.id in hiding:
+            warnings.append(
+                "the URL is hidden because this link shows files of groups you "
+                "cannot see; ask its creator or an admin for it"
+            )
+        elif url is None:
             warnings.append(
                 "the URL cannot be shown because LINK_SECRET changed since the link "
                 "was created; create a new link"
@@ -238,7 +288,7 @@ class Links(MethodView):
             .where(Link.org_id == principal.org_id, Link.collection_id == args["collection_id"])
             .order_by(Link.created_at.desc(), Link.id)
         ).all()
-        return {"items": serialize_links(session, links)}
+        return {"items": serialize_links(session, principal, links)}
 
     @blp.arguments(schemas.LinkCreateSchema)
     @blp.response(201, schemas.LinkSchema)
@@ -252,16 +302,20 @@ class Links(MethodView):
         principal.require("editor")
         session = db()
         link = create_link(session, principal, data)
-        return serialize_links(session, [link])[0]
+        return serialize_links(session, principal, [link])[0]
 
 
 @blp.route("/links/<link_id>")
 class LinkItem(MethodView):
     @blp.response(200, schemas.LinkSchema)
     def get(self, link_id):
-        """Show a link with its URL, state and statistics."""
+        """Show a link with its URL, state and statistics.
+
+        The URL is null for a member who may not see every file the link shows.
+        """
+        principal = current_principal()
         session = db()
-        return serialize_links(session, [get_link(session, current_principal(), link_id)])[0]
+        return serialize_links(session, principal, [get_link(session, principal, link_id)])[0]
 
     @blp.arguments(schemas.LinkUpdateSchema)
     @blp.response(200, schemas.LinkSchema)
@@ -290,7 +344,7 @@ class LinkItem(MethodView):
         link.updated_at = utcnow()
         readmodel.bump_org(session, principal.org_id)
         session.commit()
-        return serialize_links(session, [link])[0]
+        return serialize_links(session, principal, [link])[0]
 
 
 @blp.route("/links/<link_id>/revoke")
@@ -309,7 +363,7 @@ class RevokeLink(MethodView):
         if link.revoked_at is None:
             revoke_link(session, link, principal.user_id, "revoked by a member")
             session.commit()
-        return serialize_links(session, [link])[0]
+        return serialize_links(session, principal, [link])[0]
 
 
 @blp.route("/links/<link_id>/owner")
@@ -348,4 +402,4 @@ class LinkOwner(MethodView):
         link.updated_at = utcnow()
         readmodel.bump_org(session, principal.org_id)
         session.commit()
-        return serialize_links(session, [link])[0]
+        return serialize_links(session, principal, [link])[0]
