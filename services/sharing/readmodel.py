@@ -230,6 +230,15 @@ def set_member(session: Session, org_id: str, user_id: str, role: str | None, at
     if at >= member.at:
         member.role = role
         member.at = at
+        if role is None:
+            # A member who left loses their grants; one who rejoins starts
+            # with none, whatever group event arrives late.
+            org_groups = select(GroupFacts.id).where(GroupFacts.org_id == org_id)
+            session.execute(
+                delete(GroupMember).where(
+                    GroupMember.user_id == user_id, GroupMember.group_id.in_(org_groups)
+                )
+            )
     session.flush()
 
 
