@@ -208,6 +208,7 @@ def revoke_under_load(base: str, token: str, seconds: int, connections: int) -> 
     from sqlalchemy import select
 
     from core.db import session_scope
+    from services.sharing import freshness
     from services.sharing.api.links import revoke_link
     from services.sharing.keys import token_digest
     from services.sharing.models import Link
@@ -235,6 +236,7 @@ def revoke_under_load(base: str, token: str, seconds: int, connections: int) -> 
             select(Link).where(Link.token_digest == token_digest(token)).with_for_update()
         ).one()
         revoke_link(session, link, None, "revoked by the benchmark")
+    freshness.wait_for_trust_to_end()
     revoked_at = time.monotonic()
     load.join()
     stop_probing.set()

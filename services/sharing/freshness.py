@@ -3,14 +3,15 @@
 Every change that can alter what a link shows (the link's settings, its
 revocation, the read model of its organization) increments the
 organization's ``OrgState.version`` in the same transaction. Public
-requests keep each link's state in the process and, on every request,
-compare the version it was read at with the one in Redis: one Redis round
-trip in place of a database query. The view is counted in that same round
-trip when the versions match.
+requests keep each link's state in the process and compare the version it
+was read at with the one in Redis. A process trusts a confirmed version for
+TRUST_SECONDS, so busy links cost about ten Redis round trips a second per
+process in place of a database query per request. Link changes made
+through the API wait out that trust before they return.
 
-The key of an organization contains its committed version, or a marker while a
-change is in flight. Writers follow three steps, so a key never holds an old
-number once a newer version is committed:
+The key of an organization contains its committed version, or a marker
+while a change is in flight. Writers follow three steps, so a key never
+contains an old number once a newer version is committed:
 
 1. before the commit, set the marker (with a TTL); if Redis is down, the
    change fails and nothing is committed;
@@ -30,7 +31,7 @@ an old number. That needs a stall of 30 s inside one request.
 from __future__ import annotations
 
 import threading
-from datetime import datetime
+import time
 
 import redis
 from sqlalchemy import event
@@ -49,51 +50,58 @@ MARKER_TTL_S = 30
 MARKER = "pending"
 _SESSION_KEY = "sharing_org_versions"
 
-# KEYS: organization version, link statistics. ARGV: the version the caller
-# read the link at, views to count, access time. The view is counted only
-# when the versions match, that is when the caller's state is current.
-_CHECK_AND_COUNT = """
-local current = redis.call('GET', KEYS[1])
-if current == ARGV[1] and ARGV[2] ~= '0' then
-    redis.call('HINCRBY', KEYS[2], 'views', ARGV[2])
-    redis.call('HSET', KEYS[2], 'last_access', ARGV[3])
-end
-return current
-"""
+# How long a process trusts an organization's version after Redis confirmed
+# it, counted from when the confirming request was sent. Link changes wait
+# this long (plus a margin for clock rates) after their commit before they
+# return, so no request that starts after a revocation returns is served
+# from a state confirmed before it.
+TRUST_SECONDS = 0.1
+WAIT_MARGIN_SECONDS = 0.05
 
-_script = None
-_script_lock = threading.Lock()
+# Organization id -> (version confirmed, monotonic time the trust ends).
+_confirmed: dict[str, tuple[int, float]] = {}
+_confirmed_lock = threading.Lock()
 
 
 def org_key(org_id: str) -> str:
     return f"{get_settings().redis_key_prefix}sharing:org-version:{org_id}"
 
 
-def _check_script():
-    global _script
-    client = stats.redis_client()
-    with _script_lock:
-        if _script is None or _script.registered_client is not client:
-            _script = client.register_script(_CHECK_AND_COUNT)
-        return _script
+def is_current(org_id: str, version: int) -> bool:
+    """Check that ``version`` is the organization's current version.
 
-
-def current_version(org_id: str, read_at: int, link_id: str, views: int, now: datetime):
-    """Return the organization's version in Redis, counting ``views`` if it equals ``read_at``.
-
-    Returns None when the key is absent or contains a marker. Raises
-    redis.RedisError when Redis cannot be reached.
+    Asks Redis at most once per TRUST_SECONDS for a confirmed version.
+    Returns False when Redis contains a marker, no key or another number, or
+    cannot be reached.
     """
-    value = _check_script()(
-        keys=[org_key(org_id), stats.stats_key(link_id)],
-        args=[str(read_at), views, now.isoformat()],
-    )
-    if value is None:
-        return None
+    now = time.monotonic()
+    with _confirmed_lock:
+        entry = _confirmed.get(org_id)
+    if entry is not None and entry[0] == version and now < entry[1]:
+        return True
     try:
-        return int(value)
-    except ValueError:
-        return None
+        value = stats.redis_client().get(org_key(org_id))
+    except redis.RedisError as error:
+        log.warning("org_version_read_failed", org_id=org_id, error=str(error))
+        return False
+    if value != str(version).encode():
+        with _confirmed_lock:
+            _confirmed.pop(org_id, None)
+        return False
+    with _confirmed_lock:
+        _confirmed[org_id] = (version, now + TRUST_SECONDS)
+    return True
+
+
+def forget_confirmed() -> None:
+    """Drop every confirmed version, so the next requests ask Redis."""
+    with _confirmed_lock:
+        _confirmed.clear()
+
+
+def wait_for_trust_to_end() -> None:
+    """Sleep until no process trusts a version confirmed before this call."""
+    time.sleep(TRUST_SECONDS + WAIT_MARGIN_SECONDS)
 
 
 def fill_in(org_id: str, version: int) -> None:

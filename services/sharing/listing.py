@@ -8,10 +8,10 @@ in the read model yet is hidden.
 
 The link's state and its assembled listing are cached in the process. The
 listing is keyed by the link's version and its organization's version,
-which every change of the link and every applied event increments. Each
-request checks in Redis that the organization's version is still the one
-the state was read at, and reads the database when it is not, so a
-revocation is seen at once.
+which every change of the link and every applied event increments. A
+request uses the cached state while Redis confirms that the organization's
+version is still the one the state was read at (see
+``services.sharing.freshness``), and reads the database otherwise.
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import redis
 from sqlalchemy import bindparam, create_engine, select
 
 from core.db import database_url, get_engine, utcnow
-from core.logs import get_logger
 from core.pagination import decode_cursor, encode_cursor
 from services.sharing import freshness
 from services.sharing.keys import token_digest
@@ -41,8 +39,6 @@ from services.sharing.models import (
     OrgState,
     SourceFacts,
 )
-
-log = get_logger(__name__)
 
 # Links whose listings stay cached in one process.
 CACHE_LINKS = 256
@@ -165,18 +161,6 @@ def cached_link(token: str) -> LinkState | None:
     digest = token_digest(token)
     with _states_lock:
         return _states.get(digest)
-
-
-def still_current(link: LinkState, views: int) -> bool:
-    """Check in Redis that ``link`` is still current, counting ``views`` if so."""
-    try:
-        version = freshness.current_version(
-            link.org_id, link.org_version, link.id, views, utcnow()
-        )
-    except redis.RedisError as error:
-        log.warning("org_version_read_failed", link_id=link.id, error=str(error))
-        return False
-    return version == link.org_version
 
 
 @dataclass
@@ -351,6 +335,7 @@ def clear_cache() -> None:
         _cache.clear()
     with _states_lock:
         _states.clear()
+    freshness.forget_confirmed()
 
 
 def page(listing: Listing, cursor: str | None, limit: int) -> tuple[list[FileEntry], str | None]:

@@ -32,7 +32,7 @@ from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
 from core.errors import error_body
 from core.logs import get_logger
 from core.storage import ObjectNotFound, StorageError, get_store
-from services.sharing import ratelimit, stats
+from services.sharing import freshness, ratelimit, stats
 from services.sharing.clients import ExportClient, UpstreamError
 from services.sharing.keys import cookie_secret
 from services.sharing.listing import (
@@ -42,7 +42,6 @@ from services.sharing.listing import (
     get_listing,
     load_link,
     page,
-    still_current,
 )
 from services.sharing.passwords import verify_password
 
@@ -131,21 +130,18 @@ def _is_unlocked(link: LinkState) -> bool:
     return data == [link.id, link.password_version]
 
 
-def _current_link(token: str, count_view: bool) -> tuple[LinkState | None, bool]:
-    """Return the link of ``token`` (None if unknown) and whether a view was counted.
+def _current_link(token: str) -> LinkState | None:
+    """Return the link of ``token``, or None if there is no such link.
 
-    A state read by an earlier request is used when Redis confirms it is
-    current, and that same round trip counts the view of an open link.
-    Otherwise the link is read from the database and no view is counted.
+    A state read by an earlier request is used while Redis confirms it is
+    current. Otherwise the link is read from the database.
     """
     if len(token) > MAX_TOKEN_LENGTH:
-        return None, False
+        return None
     cached = cached_link(token)
-    if cached is not None:
-        views = 1 if count_view and _is_open(cached) else 0
-        if still_current(cached, views):
-            return cached, views == 1
-    return load_link(token), False
+    if cached is not None and freshness.is_current(cached.org_id, cached.org_version):
+        return cached
+    return load_link(token)
 
 
 def _is_open(link: LinkState) -> bool:
@@ -159,7 +155,7 @@ def find_link(token: str, count_view: bool = False) -> LinkState:
 
     With ``count_view``, a view is counted once the link is also unlocked.
     """
-    link, counted = _current_link(token, count_view)
+    link = _current_link(token)
     if link is None:
         if ratelimit.lookups_blocked():
             raise PublicError(429, "too_many_requests", "Too many requests for unknown links; wait a minute and retry.")
@@ -169,8 +165,8 @@ def find_link(token: str, count_view: bool = False) -> LinkState:
         raise PublicError(410, "link_revoked", "This link was revoked by its owner and no longer works.")
     if link.expired:
         raise PublicError(410, "link_expired", "This link has expired. Ask its owner for a new one.")
-    if count_view and not counted and _is_open(link):
-        stats.record(link.id, views=1)
+    if count_view and _is_open(link):
+        stats.count_view(link.id)
     return link
 
 
@@ -516,14 +512,25 @@ def download_all_archive(token, export_ref):
     return _stream(upstream, f"{get_listing(token, link).name or 'shared files'}.zip", "application/zip")
 
 
+# Headers every public response carries, added in one call.
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Robots-Tag", "noindex, nofollow"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+)
+SECURITY_HEADER_NAMES = tuple(name for name, _value in SECURITY_HEADERS)
+
+
 def add_security_headers(response: Response) -> Response:
     """Set the headers every public response carries; called for /s/ paths."""
     headers = response.headers
-    headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    headers["Referrer-Policy"] = "no-referrer"
-    headers["X-Robots-Tag"] = "noindex, nofollow"
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["X-Frame-Options"] = "DENY"
+    if any(name in headers for name in SECURITY_HEADER_NAMES):
+        for name, value in SECURITY_HEADERS:
+            headers[name] = value
+    else:
+        headers.extend(SECURITY_HEADERS)
     if request.path.startswith("/s-static/"):
         headers["Cache-Control"] = "public, max-age=3600"
     elif "Cache-Control" not in headers or response.status_code >= 400:

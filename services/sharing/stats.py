@@ -1,14 +1,15 @@
 """Use statistics of links: views, downloads and last access.
 
-Public requests count in Redis (no database write), and the beat task
-``sharing.flush_stats`` moves the counts to the links' rows in the
-database every few seconds. Members see the database values plus the
-counts still in Redis.
+Public requests count views in the process, and a thread adds them in
+Redis every second. The beat task ``sharing.flush_stats`` moves the counts
+to the links' rows in the database every 10 seconds. Members see the
+database values plus the counts still in Redis.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime
 
 import redis
@@ -59,6 +60,63 @@ def record(link_id: str, views: int = 0, downloads: int = 0, at: datetime | None
         pipe.execute()
     except redis.RedisError as error:
         log.warning("link_stats_failed", link_id=link_id, error=str(error))
+
+
+# Views counted in this process and not yet added in Redis: link id ->
+# [views, time of the last view]. A thread adds them every FLUSH_SECONDS.
+FLUSH_SECONDS = 1.0
+_local: dict[str, list] = {}
+_local_lock = threading.Lock()
+_flusher: threading.Thread | None = None
+
+
+def count_view(link_id: str) -> None:
+    """Count a view of a link in this process; Redis gets it within FLUSH_SECONDS.
+
+    Views still in the process are lost if it is killed.
+    """
+    global _flusher
+    now = utcnow()
+    with _local_lock:
+        entry = _local.get(link_id)
+        if entry is None:
+            _local[link_id] = [1, now]
+        else:
+            entry[0] += 1
+            entry[1] = now
+        # After a fork the parent's thread does not exist in the child.
+        if _flusher is None or not _flusher.is_alive():
+            _flusher = threading.Thread(target=_flush_forever, name="link-views", daemon=True)
+            _flusher.start()
+
+
+def _flush_forever() -> None:
+    while True:
+        time.sleep(FLUSH_SECONDS)
+        flush_local()
+
+
+def flush_local() -> None:
+    """Add the views counted in this process to Redis; on failure keep them."""
+    with _local_lock:
+        pending = dict(_local)
+        _local.clear()
+    if not pending:
+        return
+    try:
+        pipe = redis_client().pipeline(transaction=False)
+        for link_id, (views, last) in pending.items():
+            key = stats_key(link_id)
+            pipe.hincrby(key, "views", views)
+            pipe.hset(key, "last_access", last.isoformat())
+        pipe.execute()
+    except redis.RedisError as error:
+        log.warning("link_views_flush_failed", links=len(pending), error=str(error))
+        with _local_lock:
+            for link_id, (views, last) in pending.items():
+                entry = _local.setdefault(link_id, [0, last])
+                entry[0] += views
+                entry[1] = max(entry[1], last)
 
 
 def flush_all() -> int:

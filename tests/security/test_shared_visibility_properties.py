@@ -82,6 +82,7 @@ def relay_events() -> int:
     from core.celery_app import celery_app
     from services.catalog.models import OutboxEvent as CatalogOutbox
     from services.collections.models import OutboxEvent as CollectionsOutbox
+    from services.sharing import freshness
     from services.sharing.models import OutboxEvent as SharingOutbox
 
     def send(task_name: str, event: dict) -> None:
@@ -99,6 +100,10 @@ def relay_events() -> int:
                 sent += outbox.relay(session, model, send)
         total += sent
         if sent == 0:
+            # Public requests trust a confirmed version for a moment after
+            # it changed. In this one process, forgetting it is that moment
+            # passing.
+            freshness.forget_confirmed()
             return total
 
 

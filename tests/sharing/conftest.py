@@ -162,6 +162,7 @@ def deliver_events() -> int:
     from core.db import session_scope, utcnow
     from services.catalog.models import OutboxEvent as CatalogOutbox
     from services.collections.models import OutboxEvent as CollectionsOutbox
+    from services.sharing import freshness
     from workers.tasks.sharing import APPLIERS, consume
 
     applied = 0
@@ -177,6 +178,9 @@ def deliver_events() -> int:
             if event["topic"] in APPLIERS:
                 consume(event)
                 applied += 1
+    # Public requests trust a confirmed version for a moment after it
+    # changed. In this one process, forgetting it is that moment passing.
+    freshness.forget_confirmed()
     return applied
 
 
@@ -230,7 +234,12 @@ def apply_event(topic: str, payload: dict) -> None:
     from core.db import new_id
     from workers.tasks.sharing import consume
 
+    from services.sharing import freshness
+
     consume({"id": new_id(), "topic": topic, "payload": payload})
+    # Public requests trust a confirmed version for a moment after it
+    # changed. In this one process, forgetting it is that moment passing.
+    freshness.forget_confirmed()
 
 
 def give_renditions(file_ids) -> None:

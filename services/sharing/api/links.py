@@ -15,7 +15,7 @@ from core.auth import Principal, current_principal, role_at_least
 from core.db import session_factory, utcnow
 from core.errors import Conflict, NotFound, ValidationError
 from core.settings import get_settings
-from services.sharing import readmodel, schemas, stats
+from services.sharing import freshness, readmodel, schemas, stats
 from services.sharing.clients import MemberClient
 from services.sharing.keys import decrypt_token, encrypt_token, new_token, token_digest
 from services.sharing.listing import visible_group_ids
@@ -344,6 +344,7 @@ class LinkItem(MethodView):
         link.updated_at = utcnow()
         readmodel.bump_org(session, principal.org_id)
         session.commit()
+        freshness.wait_for_trust_to_end()
         return serialize_links(session, principal, [link])[0]
 
 
@@ -363,6 +364,7 @@ class RevokeLink(MethodView):
         if link.revoked_at is None:
             revoke_link(session, link, principal.user_id, "revoked by a member")
             session.commit()
+            freshness.wait_for_trust_to_end()
         return serialize_links(session, principal, [link])[0]
 
 
@@ -402,4 +404,5 @@ class LinkOwner(MethodView):
         link.updated_at = utcnow()
         readmodel.bump_org(session, principal.org_id)
         session.commit()
+        freshness.wait_for_trust_to_end()
         return serialize_links(session, principal, [link])[0]
