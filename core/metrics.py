@@ -281,7 +281,7 @@ class BacklogCollector:
 
         engine = self._engine or _catalog_engine()
         # NOTE: the statement timeout does not cover connecting, so an
-        # unreachable database host holds the scrape until the connect fails.
+        # unreachable database host blocks the scrape until the connect fails.
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))

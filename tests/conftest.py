@@ -203,26 +203,45 @@ def corpus(tmp_path) -> Path:
     return target
 
 
+def spawn_celery_worker(
+    queues: str,
+    node: str,
+    concurrency: int,
+    env: dict,
+    log_path: Path,
+    extra_args: tuple[str, ...] = (),
+) -> subprocess.Popen:
+    """Start a Celery worker process in its own session, logging to ``log_path``.
+
+    ``queues`` is the comma-separated list of queues it consumes and
+    ``node`` its node name (``name@host``).
+    """
+    command = [
+        sys.executable, "-m", "celery", "-A", "workers.celery_worker", "worker",
+        "-Q", queues, "-c", str(concurrency), "-l", "INFO", "-n", node,
+        "--without-mingle", "--without-gossip", *extra_args,
+    ]  # fmt: skip
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen(
+            command,
+            env=env,
+            cwd=str(ROOT),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 @pytest.fixture(scope="session")
 def celery_worker_process():
     """A real Celery worker in its own process, consuming every test queue."""
-    env = dict(os.environ)
-    logs = DATA_DIR / "worker.log"
-    handle = open(logs, "ab")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "celery", "-A", "workers.celery_worker", "worker",
-            "-Q", f"default,events,exports,drive.{TEST_HOST}", "-c", "2",
-            "-l", "INFO", "-n", f"test-{RUN_ID}@{TEST_HOST}",
-            "--without-mingle", "--without-gossip",
-        ],  # fmt: skip
-        env=env,
-        cwd=str(ROOT),
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    process = spawn_celery_worker(
+        f"default,events,exports,drive.{TEST_HOST}",
+        f"test-{RUN_ID}@{TEST_HOST}",
+        2,
+        dict(os.environ),
+        DATA_DIR / "worker.log",
     )
-    handle.close()
     yield process
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)

@@ -27,7 +27,15 @@ from core.celery_app import celery_app, drive_queue
 from core.db import session_scope
 from core.settings import SettingsError, load_settings
 from services.catalog.models import Export, File, Organization, Scan, Source
-from tests.conftest import DATA_DIR, PG_URL, ROOT, RUN_ID, TEST_HOST, wait_for
+from tests.conftest import (
+    DATA_DIR,
+    PG_URL,
+    ROOT,
+    RUN_ID,
+    TEST_HOST,
+    spawn_celery_worker,
+    wait_for,
+)
 
 PROCESS_START_TIMEOUT_S = 30
 TASK_TIMEOUT_S = 30
@@ -178,19 +186,7 @@ def metrics_worker(tmp_path):
     queue = f"metrics-{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(folder), WORKER_METRICS_PORT=str(port))
     log_path = DATA_DIR / f"{queue}.log"
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "celery", "-A", "workers.celery_worker", "worker",
-                "-Q", queue, "-c", "2", "-l", "INFO", "-n", f"{queue}@{TEST_HOST}",
-                "--without-mingle", "--without-gossip",
-            ],  # fmt: skip
-            env=env,
-            cwd=str(ROOT),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = spawn_celery_worker(queue, f"{queue}@{TEST_HOST}", 2, env, log_path)
 
     def serving():
         assert process.poll() is None, f"worker exited; see {log_path}"

@@ -107,7 +107,7 @@ FACT_COLUMNS = (
 
 
 def facts_for(conn: Connection, file_ids: list[str]) -> list[dict]:
-    # Read on the caller's connection, so the read sees its uncommitted
+    # Read on the caller's connection, so the result includes its uncommitted
     # changes.
     rows = conn.execute(
         select(

@@ -46,17 +46,23 @@ def reset_client() -> None:
         _client = None
 
 
+def _add_counts(pipe, link_id: str, views: int, downloads: int, at: datetime) -> None:
+    key = stats_key(link_id)
+    if views:
+        pipe.hincrby(key, "views", views)
+    if downloads:
+        pipe.hincrby(key, "downloads", downloads)
+    pipe.hset(key, "last_access", at.isoformat())
+
+
 def record(link_id: str, views: int = 0, downloads: int = 0, at: datetime | None = None) -> None:
     """Count views or downloads of a link made ``at`` (default: now).
 
     A Redis failure is logged, not raised.
     """
-    key = stats_key(link_id)
     try:
         pipe = redis_client().pipeline(transaction=True)
-        pipe.hincrby(key, "views", views)
-        pipe.hincrby(key, "downloads", downloads)
-        pipe.hset(key, "last_access", (at or utcnow()).isoformat())
+        _add_counts(pipe, link_id, views, downloads, at or utcnow())
         pipe.execute()
     except redis.RedisError as error:
         log.warning("link_stats_failed", link_id=link_id, error=str(error))
@@ -106,9 +112,7 @@ def flush_local() -> None:
     try:
         pipe = redis_client().pipeline(transaction=False)
         for link_id, (views, last) in pending.items():
-            key = stats_key(link_id)
-            pipe.hincrby(key, "views", views)
-            pipe.hset(key, "last_access", last.isoformat())
+            _add_counts(pipe, link_id, views, 0, last)
         pipe.execute()
     except redis.RedisError as error:
         log.warning("link_views_flush_failed", links=len(pending), error=str(error))

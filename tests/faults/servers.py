@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -180,22 +179,17 @@ class Worker:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Worker:
-        command = [
-            sys.executable, "-m", "celery", "-A", "workers.celery_worker", "worker",
-            "-Q", ",".join(self.queues), "-c", str(self.concurrency), "-l", "INFO",
-            "-n", f"fault-{uuid.uuid4().hex[:8]}@{self.host}",
-            "--without-mingle", "--without-gossip", "--without-heartbeat",
-        ]  # fmt: skip
+        from tests.conftest import spawn_celery_worker
+
         start_offset = self.log_path.stat().st_size
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                env=self.env,
-                cwd=str(ROOT),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.process = spawn_celery_worker(
+            ",".join(self.queues),
+            f"fault-{uuid.uuid4().hex[:8]}@{self.host}",
+            self.concurrency,
+            self.env,
+            self.log_path,
+            extra_args=("--without-heartbeat",),
+        )
 
         def ready():
             if self.process.poll() is not None:

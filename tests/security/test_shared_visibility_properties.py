@@ -584,7 +584,7 @@ def test_rejoined_creator_link_drops_old_grants(catalog, collections, sharing, t
     relay_events()
     assert sharing.get(f"/s/{token}/api/items").json["item_count"] == 0
 
-    # Removing the member ended the grant, so the rejoined creator sees no
+    # Removing the member ended the grant, so the rejoined creator may see no
     # restricted group, and neither may the link.
     again = world.owner.add_member(creator.member.email, creator.role)
     assert again.user_id == creator.member.user_id

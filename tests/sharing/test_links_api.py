@@ -251,5 +251,5 @@ def test_url_hidden_from_member_outside_group(world):
         "get", "/api/v1/links", query_string={"collection_id": world["collection"]["id"]}
     )
     assert [item["url"] for item in listed.json["items"]] == [None]
-    # The creator, who is listed in the group, still sees the URL.
+    # The creator, who is listed in the group, still gets the URL.
     assert world["api"].call("get", f"/api/v1/links/{link_id}").json["url"] is not None
