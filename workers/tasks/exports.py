@@ -150,7 +150,9 @@ def _online_copy(session, principal: Principal, file: File) -> File | None:
 @celery_app.task(name="exports.plan", acks_late=True, ignore_result=True)
 def plan_export(export_id: str) -> None:
     with session_scope("catalog") as session:
-        export = session.get(Export, export_id)
+        # Locked, so a plan running beside an assembly that just finished
+        # sees the finished status instead of writing "running" over it.
+        export = session.get(Export, export_id, with_for_update=True)
         if export is None or export.status in FINISHED:
             return
         if export.cancel_requested:
