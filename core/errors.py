@@ -7,6 +7,7 @@ Every error response body is ``{"error": {"code", "message", "fields"}}``;
 from __future__ import annotations
 
 import logging
+import re
 
 from flask import Flask, jsonify
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
@@ -87,9 +88,12 @@ def _marshmallow_fields(messages) -> dict:
     return fields
 
 
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
 def _bad_text(text: str) -> bool:
     """True for text no field accepts: NUL characters or lone surrogates."""
-    return "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text)
+    return _BAD_TEXT.search(text) is not None
 
 
 def _find_nul(value, path: str) -> str | None:
@@ -116,15 +120,18 @@ def reject_nul_characters() -> None:
     """
     from flask import request
 
-    for key, values in request.args.lists():
+    # The request itself, not its proxy: this runs before every request.
+    current = request._get_current_object()
+    environ = current.environ
+    for key, values in current.args.lists() if environ.get("QUERY_STRING") else ():
         if _bad_text(key) or any(_bad_text(v) for v in values):
             raise ValidationError(
                 f"query parameter {key!r} contains a NUL character or a lone surrogate",
                 fields={key: ["NUL characters and lone surrogates are not allowed"]},
             )
-    if request.is_json:
+    if environ.get("CONTENT_TYPE") and current.is_json:
         try:
-            body = request.get_json(silent=True)
+            body = current.get_json(silent=True)
         except RecursionError:
             raise ValidationError(
                 "the JSON body is nested too deeply", fields={"json": ["nested too deeply"]}

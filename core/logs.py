@@ -1,7 +1,8 @@
 """Structured logging with structlog: a fixed event name plus keyword fields.
 
-Request ids (services) and task ids (workers) are bound through structlog's
-context variables, so every line logged while handling one carries it.
+Every line logged while a service handles a request carries the request id
+and the service's name, read from Flask's request context. Task ids
+(workers) are bound through structlog's context variables.
 """
 
 from __future__ import annotations
@@ -10,10 +11,22 @@ import logging
 import sys
 
 import structlog
+from flask import current_app, has_request_context, request
 
 from core.settings import get_settings
 
 _configured = False
+
+
+def add_request_context(_logger, _method, event_dict: dict) -> dict:
+    """Add the request id and service of the request being handled, if any."""
+    if has_request_context():
+        # Set by core.web.ResponseHeaders.
+        request_id = request.environ.get("archive.request_id")
+        if request_id is not None:
+            event_dict.setdefault("request_id", request_id)
+        event_dict.setdefault("service", current_app.name)
+    return event_dict
 
 
 def configure_logging() -> None:
@@ -28,6 +41,7 @@ def configure_logging() -> None:
     )
     shared = [
         structlog.contextvars.merge_contextvars,
+        add_request_context,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

@@ -59,10 +59,17 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+@functools.lru_cache(maxsize=4)
+def _lookup_mac(secret: bytes):
+    # Keyed once; every public request copies it.
+    return hmac.new(_derive(secret, "link-token-lookup"), digestmod=hashlib.sha256)
+
+
 def token_digest(token: str) -> str:
     """Return the hex HMAC-SHA256 of a token, the value links are looked up by."""
-    key = derived_key("link-token-lookup")
-    return hmac.new(key, token.encode("utf-8"), hashlib.sha256).hexdigest()
+    mac = _lookup_mac(link_secret()).copy()
+    mac.update(token.encode("utf-8"))
+    return mac.hexdigest()
 
 
 def _fernet() -> Fernet:

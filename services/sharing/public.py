@@ -196,8 +196,10 @@ def _entry(listing: Listing, file_id: str):
     return entry
 
 
-def _page_args() -> tuple[str | None, int]:
-    raw = request.args.get("limit", str(PAGE_SIZE))
+def _page_args(args) -> tuple[str | None, int]:
+    raw = args.get("limit")
+    if raw is None:
+        return args.get("cursor") or None, PAGE_SIZE
     try:
         limit = int(raw)
     except ValueError:
@@ -207,7 +209,7 @@ def _page_args() -> tuple[str | None, int]:
             422, "invalid", f"limit={raw!r} is invalid: use a number from 1 to {MAX_PAGE_SIZE}",
             fields={"limit": [f"must be between 1 and {MAX_PAGE_SIZE}"]},
         )  # fmt: skip
-    return request.args.get("cursor") or None, limit
+    return args.get("cursor") or None, limit
 
 
 def _listing_page(listing: Listing, cursor: str | None, limit: int):
@@ -254,8 +256,9 @@ def _render_page(token: str, link: LinkState, cursor, limit: int) -> bytes:
 @blp.get("/s/<token>")
 def show_page(token):
     # Opening the first page counts as a view, as for the JSON listing.
-    context = open_link(token, count_view=not request.args.get("cursor"))
-    cursor, limit = _page_args()
+    args = request.args
+    context = open_link(token, count_view=not args.get("cursor"))
+    cursor, limit = _page_args(args)
     return Response(_render_page(token, context.link, cursor, limit), mimetype="text/html")
 
 
@@ -294,9 +297,10 @@ def unlock(token):
 
 @blp.get("/s/<token>/api/items")
 def list_items(token):
-    context = open_link(token, count_view=not request.args.get("cursor"))
+    args = request.args
+    context = open_link(token, count_view=not args.get("cursor"))
     listing = get_listing(token, context.link)
-    cursor, limit = _page_args()
+    cursor, limit = _page_args(args)
     cache_key = (cursor, limit)
     body = listing.pages.get(cache_key)
     if body is None:
@@ -520,19 +524,39 @@ SECURITY_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
 )
-SECURITY_HEADER_NAMES = tuple(name for name, _value in SECURITY_HEADERS)
+# Names that ``public_response_headers`` sets itself, in lower case.
+_REPLACED_HEADERS = frozenset(name.lower() for name, _value in SECURITY_HEADERS) | {"cache-control"}
+STATIC_CACHE_CONTROL = "public, max-age=3600"
 
 
-def add_security_headers(response: Response) -> Response:
-    """Set the headers every public response carries; called for /s/ paths."""
-    headers = response.headers
-    if any(name in headers for name in SECURITY_HEADER_NAMES):
-        for name, value in SECURITY_HEADERS:
-            headers[name] = value
+def public_response_headers(path: str, status: str, headers: list) -> list:
+    """Return the response headers of ``path``, with the public pages' headers.
+
+    Every response under /s/ and /s-static/ carries SECURITY_HEADERS. Static
+    files may be cached for an hour; pages, JSON and errors are never stored,
+    while a rendition's own Cache-Control is kept. Called by the WSGI
+    middleware for every response of the sharing service.
+    """
+    if path.startswith("/s/"):
+        static = False
+    elif path.startswith("/s-static/"):
+        static = True
     else:
-        headers.extend(SECURITY_HEADERS)
-    if request.path.startswith("/s-static/"):
-        headers["Cache-Control"] = "public, max-age=3600"
-    elif "Cache-Control" not in headers or response.status_code >= 400:
-        headers["Cache-Control"] = "no-store"
-    return response
+        return headers
+    cache_control = None
+    replace = False
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered in _REPLACED_HEADERS:
+            replace = True
+            if lowered == "cache-control":
+                cache_control = value
+    if static:
+        cache_control = STATIC_CACHE_CONTROL
+    elif cache_control is None or int(status[:3]) >= 400:
+        cache_control = "no-store"
+    if replace:
+        headers = [(name, value) for name, value in headers if name.lower() not in _REPLACED_HEADERS]
+    headers.extend(SECURITY_HEADERS)
+    headers.append(("Cache-Control", cache_control))
+    return headers

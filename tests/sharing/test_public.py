@@ -282,7 +282,11 @@ def test_security_headers_on_every_public_response(world, sharing):
         assert headers["Referrer-Policy"] == "no-referrer", kind
         assert headers["X-Robots-Tag"] == "noindex, nofollow", kind
         assert headers["X-Content-Type-Options"] == "nosniff", kind
+        for name in ("Content-Security-Policy", "Referrer-Policy", "X-Robots-Tag",
+                     "X-Content-Type-Options", "X-Frame-Options", "Cache-Control"):  # fmt: skip
+            assert len(headers.getlist(name)) == 1, (kind, name, headers.getlist(name))
         if kind.startswith("static"):
+            assert headers["Cache-Control"] == "public, max-age=3600", kind
             continue
         assert headers["Cache-Control"] in ("no-store", "private, no-cache"), kind
         if kind not in ("thumb", "preview"):
@@ -356,3 +360,22 @@ def test_download_all_validates_body(world, sharing, field):
                             content_type="application/json")  # fmt: skip
     assert response.status_code == 422
     assert field in response.json["error"]["fields"]
+
+
+def test_public_headers_replace_what_a_view_set():
+    from services.sharing.public import public_response_headers
+
+    view_headers = [
+        ("Content-Type", "image/webp"),
+        ("x-frame-options", "SAMEORIGIN"),
+        ("Cache-Control", "private, no-cache"),
+    ]
+    ok = dict(public_response_headers("/s/t/thumb/f", "200 OK", list(view_headers)))
+    assert ok["X-Frame-Options"] == "DENY" and "x-frame-options" not in ok
+    assert ok["Cache-Control"] == "private, no-cache"
+    assert ok["Content-Type"] == "image/webp"
+    # An error is never stored, whatever the view said.
+    failed = public_response_headers("/s/t/thumb/f", "410 GONE", list(view_headers))
+    assert [v for n, v in failed if n.lower() == "cache-control"] == ["no-store"]
+    # Paths outside the public pages are left alone.
+    assert public_response_headers("/api/v1/links", "200 OK", list(view_headers)) == view_headers
