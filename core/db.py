@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,7 +19,12 @@ SERVICES = ("catalog", "collections", "sharing")
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A random id of 32 hex characters (128 bits).
+
+    Plain random bytes: a scan makes one per new file, and ``uuid4()``
+    costs four times as much for the same randomness less six bits.
+    """
+    return os.urandom(16).hex()
 
 
 def utcnow() -> datetime:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -167,9 +168,16 @@ class File(Base):
     __table_args__ = (
         UniqueConstraint("source_id", "path_hash"),
         Index("ix_files_folder", "source_id", "folder_hash"),
-        Index("ix_files_fingerprint", "source_id", "fingerprint"),
         Index("ix_files_org_name", "org_id", "name_lower"),
-        Index("ix_files_checksum", "org_id", "checksum"),
+        # Only files with a checksum are looked up by it (duplicates), and
+        # every file a scan writes would otherwise update this index too.
+        Index(
+            "ix_files_checksum",
+            "org_id",
+            "checksum",
+            postgresql_where=text("checksum IS NOT NULL"),
+            sqlite_where=text("checksum IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = id_column()

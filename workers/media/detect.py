@@ -133,8 +133,15 @@ def _bmp(head: bytes) -> str | None:
     return None
 
 
+# The signatures of _MAGIC by their first byte, so a file is compared only
+# with those that can match it.
+_MAGIC_BY_FIRST_BYTE: dict[int, tuple] = {}
+for _magic, _media_type in _MAGIC:
+    _MAGIC_BY_FIRST_BYTE[_magic[0]] = _MAGIC_BY_FIRST_BYTE.get(_magic[0], ()) + ((_magic, _media_type),)
+
+
 def _fast(head: bytes) -> str | None:
-    for magic, media_type in _MAGIC:
+    for magic, media_type in _MAGIC_BY_FIRST_BYTE.get(head[0], ()):
         if head.startswith(magic):
             return media_type or _bmp(head)
     return _riff(head)

@@ -19,13 +19,12 @@ import hashlib
 import math
 import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
 from sqlalchemy import Connection, delete, func, select, text, update
 
-from core.db import get_engine, utcnow
+from core.db import get_engine, new_id, utcnow
 from core.logs import get_logger
 from services.catalog.models import File, Folder, Scan, ScanEntry, ScanIssue, Source
 from workers.scan.staging import bulk_insert, copy_rows
@@ -154,6 +153,9 @@ class Scanner:
     ):
         self.scan_id = scan_id
         self.source = source
+        # Plain copies: read once per file, and ORM attributes cost more.
+        self.org_id = source.org_id
+        self.source_id = source.id
         self.root = root
         self.batch_size = batch_size
         self.on_batch = on_batch
@@ -433,7 +435,7 @@ class Scanner:
             fingerprint, media_type, kind = "", "application/octet-stream", "other"
             error = f"cannot read the file: {exc.strerror or exc}"
         if known is None:
-            status, file_id = "new", uuid.uuid4().hex
+            status, file_id = "new", new_id()
         elif error is not None:
             status, file_id = "unreadable", known[KNOWN_ID]
         elif known[KNOWN_FINGERPRINT] != fingerprint:
@@ -442,11 +444,13 @@ class Scanner:
             status, file_id = "restored", known[KNOWN_ID]
         else:
             status, file_id = "touched", known[KNOWN_ID]
-        name = display_path(_split(entry.path_bytes)[1])
+        # The walk's name holds surrogates where the bytes are not UTF-8;
+        # the catalog stores U+FFFD there.
+        name = entry.name if entry.name.isascii() else display_path(_split(entry.path_bytes)[1])
         if write_file is not None:
             now = self.now
             write_file((
-                file_id, self.source.org_id, self.source.id,
+                file_id, self.org_id, self.source_id,
                 display_path(entry.path_bytes), entry.path_bytes, phash, folder,
                 folder_hash, name, name.lower(), _extension(name), entry.size,
                 entry.mtime_ns, entry.ctime_ns, entry.inode, fingerprint, media_type,
