@@ -381,3 +381,67 @@ def test_unchanged_folder_skips_lookup_but_sees_changes(owner, drive):
     result = scan(owner, source)
     assert result["counts"]["touched"] == 1
     assert result["counts"]["unchanged"] == 3
+
+
+class _FailingListing:
+    """A folder listing that returns ``good`` entries, then fails as a bad disk does."""
+
+    def __init__(self, listing, good: int):
+        self.listing = listing
+        self.good = good
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.listing.close()
+
+    def __iter__(self):
+        for count, entry in enumerate(self.listing):
+            if count == self.good:
+                raise OSError(5, "Input/output error")
+            yield entry
+
+
+@pytest.mark.parametrize("batch_size", [2000, 2])
+def test_listing_error_midway_keeps_files(owner, drive_factory, monkeypatch, batch_size):
+    names = [f"big/clip{n}.mov" for n in range(6)]
+    root = drive_factory("flaky", {**{n: payload(n) for n in names}, "ok/fine.jpg": payload("fine")})
+    source = connect(owner, root)
+    run_active_scan(owner, source)
+    before = files_by_path(owner)
+    # A read error in the middle of a folder's listing cannot be caused on
+    # a healthy filesystem, so the folder "big" fails after three entries.
+    import workers.scan.scanner as scanner_module
+    import workers.scan.walker as walker
+
+    real_scandir = os.scandir
+
+    def flaky_scandir(target):
+        listing = real_scandir(target)
+        if isinstance(target, int) and os.readlink(f"/proc/self/fd/{target}").endswith("/big"):
+            return _FailingListing(listing, 3)
+        return listing
+
+    monkeypatch.setattr(walker.os, "scandir", flaky_scandir)
+    real_init = scanner_module.Scanner.__init__
+
+    def small_batches(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.batch_size = batch_size
+
+    monkeypatch.setattr(scanner_module.Scanner, "__init__", small_batches)
+    (root / "ok/fine.jpg").unlink()
+    result = scan(owner, source)
+    monkeypatch.undo()
+    assert result["status"] == "succeeded"
+    after = files_by_path(owner)
+    for name in names:
+        assert after[name]["state"] == "online", name
+        assert after[name]["id"] == before[name]["id"], name
+    assert list(files_by_path(owner, state="missing")) == ["ok/fine.jpg"]
+    assert any(i["kind"] == "unreadable_folder" for i in result["issues"])
+    # The next scan, with a healthy disk, lists the folder whole again.
+    again = scan(owner, source)
+    assert again["counts"]["missing"] == 0
+    assert again["counts"]["files"] == len(names)

@@ -163,6 +163,9 @@ def _list_folder(frame: _Frame, problems: list, chunk: int) -> Iterator[Listing]
     except OSError as error:
         message = f"listing failed: {error.strerror or error}"
         problems.append(WalkProblem(frame.prefix.rstrip(b"/"), "unreadable_folder", message))
+        # What was listed before the error is only part of the folder: the
+        # files not seen must not count as gone.
+        chunked = True
     if files or dirs or not chunked:
         yield Listing(frame.prefix, os.dup(frame.fd), files, dirs, not chunked)
     # Visit subfolders in name order, so walks are repeatable.
