@@ -100,6 +100,7 @@ def create_celery() -> Celery:
             "sweep-renditions": {"task": "renditions.sweep", "schedule": 60.0},
             "expire-exports": {"task": "exports.expire", "schedule": 600.0},
             "flush-link-stats": {"task": "sharing.flush_stats", "schedule": 10.0},
+            "sweep-partial-uploads": {"task": "storage.sweep_uploads", "schedule": 3600.0},
         },
         include=["workers.tasks"],
     )

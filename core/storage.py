@@ -74,6 +74,17 @@ class ObjectStore:
         """
         return 0
 
+    def sweep_partial_uploads(self, older_than: timedelta) -> int:
+        """Delete unfinished uploads anywhere in the store, untouched for ``older_than``.
+
+        A writer killed mid-upload (SIGKILL, power loss) cannot clean up
+        after itself. S3 backends leave this to the server: MinIO removes
+        multipart uploads left incomplete for 24 hours (its API settings
+        ``stale_uploads_expiry`` and ``stale_uploads_cleanup_interval``), and
+        AWS S3 needs a bucket lifecycle rule that aborts them.
+        """
+        return 0
+
     @contextlib.contextmanager
     def writer(self, key: str, content_type: str):
         """Yield a writable binary file; the object appears only on success.
@@ -144,6 +155,21 @@ def _read_chunks(handle, chunk_size: int) -> Iterator[bytes]:
             yield chunk
 
 
+# Temporary files of writes in progress; renamed to their key when complete.
+UPLOAD_PREFIX = ".upload-"
+
+
+def _remove_if_older(path: Path, cutoff: float) -> int:
+    """Delete ``path`` if it was last modified before ``cutoff``; return 1 if deleted."""
+    try:
+        if path.stat().st_mtime >= cutoff:
+            return 0
+        path.unlink()
+    except FileNotFoundError:
+        return 0
+    return 1
+
+
 class LocalStore(ObjectStore):
     """Objects as files under one folder; writes are atomic (temp + rename)."""
 
@@ -158,7 +184,7 @@ class LocalStore(ObjectStore):
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=UPLOAD_PREFIX)
         except OSError as error:
             raise StorageError(f"failed to write object {key!r}: {error}") from error
         try:
@@ -193,7 +219,7 @@ class LocalStore(ObjectStore):
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=UPLOAD_PREFIX)
         except OSError as error:
             raise StorageError(f"failed to write object {key!r}: {error}") from error
         try:
@@ -215,18 +241,20 @@ class LocalStore(ObjectStore):
     def discard_partial_uploads(self, prefix: str, older_than: timedelta) -> int:
         folder = self._path(prefix)
         cutoff = time.time() - older_than.total_seconds()
-        removed = 0
         try:
-            candidates = list(folder.glob(".upload-*"))
+            candidates = list(folder.glob(UPLOAD_PREFIX + "*"))
         except OSError:
             return 0
-        for path in candidates:
-            try:
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    removed += 1
-            except FileNotFoundError:
-                continue
+        return sum(_remove_if_older(path, cutoff) for path in candidates)
+
+    def sweep_partial_uploads(self, older_than: timedelta) -> int:
+        # A write in progress updates its file's mtime with every chunk.
+        cutoff = time.time() - older_than.total_seconds()
+        removed = 0
+        for folder, _dirs, names in os.walk(self.root):
+            for name in names:
+                if name.startswith(UPLOAD_PREFIX):
+                    removed += _remove_if_older(Path(folder, name), cutoff)
         return removed
 
     def exists(self, key):

@@ -106,22 +106,24 @@ FACT_COLUMNS = (
 )
 
 
+def _facts_query():
+    return select(
+        *FACT_COLUMNS,
+        Source.name.label("source_name"),
+        Source.state.label("source_state"),
+        Source.group_id.label("group_id"),
+    ).join(Source, Source.id == File.source_id)
+
+
+def _facts(row) -> dict:
+    return file_facts(row, row.source_name, row.source_state, row.group_id)
+
+
 def facts_for(conn: Connection, file_ids: list[str]) -> list[dict]:
     # Read on the caller's connection, so the result includes its uncommitted
     # changes.
-    rows = conn.execute(
-        select(
-            *FACT_COLUMNS,
-            Source.name.label("source_name"),
-            Source.state.label("source_state"),
-            Source.group_id.label("group_id"),
-        )
-        .join(Source, Source.id == File.source_id)
-        .where(File.id.in_(file_ids))
-    ).all()
-    return [
-        file_facts(row, row.source_name, row.source_state, row.group_id) for row in rows
-    ]
+    rows = conn.execute(_facts_query().where(File.id.in_(file_ids))).all()
+    return [_facts(row) for row in rows]
 
 
 def publish_files(conn: Connection, file_ids: list[str], source_name: str = "") -> None:
@@ -133,14 +135,25 @@ def publish_files(conn: Connection, file_ids: list[str], source_name: str = "") 
 
 
 def publish_file_changes(conn: Connection, scan_id: str, source: Source) -> None:
-    """Publish every file a finished scan moved, changed, restored or lost."""
-    ids = conn.scalars(
-        select(ScanEntry.file_id).where(
+    """Publish every file a finished scan moved, changed, restored or lost.
+
+    One query joins the scan's staging rows to the files and streams them.
+    Looking the files up by id, a chunk at a time, took longer than the
+    scan's walk once 10,000 files had moved.
+    """
+    query = (
+        _facts_query()
+        .join(ScanEntry, ScanEntry.file_id == File.id)
+        .where(
             ScanEntry.scan_id == scan_id,
             ScanEntry.status.in_(("moved", "changed", "restored", "missing")),
         )
-    ).all()
-    publish_files(conn, list(ids), source.name)
+        .order_by(File.id)
+        .execution_options(stream_results=True, yield_per=CHUNK)
+    )
+    rows = conn.execute(query)
+    for chunk in rows.partitions(CHUNK):
+        insert_events(conn, FILES_UPDATED, [{"files": [_facts(row) for row in chunk]}])
 
 
 def publish_source_state(conn: Connection, source: Source) -> None:

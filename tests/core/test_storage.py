@@ -372,3 +372,43 @@ def test_writer_publishes_only_on_success(store):
             out.write(b"partial")
             raise RuntimeError("writer failed midway")
     assert not store.exists("exports/broken.bin")
+
+
+def test_sweep_removes_stale_partial_uploads(local_store):
+    local_store.put_bytes("thumbs/ab/cd/kept.webp", b"done", "image/webp")
+    root = local_store.root
+    stale = [root / "thumbs/ab/.upload-killed1", root / "exports/e1/.upload-killed2", root / ".upload-top"]
+    fresh = root / "thumbs/ab/cd/.upload-writing"
+    for path in stale + [fresh]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    two_days_ago = time.time() - 2 * 86400
+    for path in stale:
+        os.utime(path, (two_days_ago, two_days_ago))
+
+    assert local_store.sweep_partial_uploads(timedelta(days=1)) == 3
+    for path in stale:
+        assert not path.exists(), path
+    assert fresh.exists()
+    assert local_store.get_bytes("thumbs/ab/cd/kept.webp") == b"done"
+    assert local_store.sweep_partial_uploads(timedelta(days=1)) == 0
+
+
+def test_sweep_task_uses_configured_store(tmp_path, monkeypatch):
+    from core.celery_app import celery_app
+    from workers.tasks import storage as storage_tasks
+
+    store = LocalStore(tmp_path / "objects")
+    old = store.root / "renditions/.upload-old"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"x")
+    os.utime(old, (0, 0))
+    monkeypatch.setattr(storage_tasks, "get_store", lambda: store)
+    assert storage_tasks.sweep_uploads() == 1
+    assert not old.exists()
+    schedule = celery_app.conf.beat_schedule
+    assert any(entry["task"] == "storage.sweep_uploads" for entry in schedule.values())
+
+
+def test_sweep_on_s3_left_to_lifecycle(s3_store):
+    assert s3_store.sweep_partial_uploads(timedelta(0)) == 0

@@ -8,4 +8,5 @@ from workers.tasks import (  # noqa: F401
     renditions,
     scans,
     sharing,
+    storage,
 )
