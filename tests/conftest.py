@@ -75,26 +75,52 @@ def databases():
     shutil.rmtree(DATA_DIR, ignore_errors=True)
 
 
-def _truncate_all() -> None:
-    from sqlalchemy import text
+TRUNCATE_ATTEMPTS = 5
 
-    from core.db import SERVICES, get_engine
+
+def _truncate_all() -> None:
+    from core.db import SERVICES
 
     for service in SERVICES:
-        engine = get_engine(service)
-        with engine.begin() as conn:
-            tables = [
-                row[0]
-                for row in conn.execute(
-                    text(
-                        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                        "AND tablename <> 'alembic_version'"
+        _truncate_service(service)
+
+
+def _truncate_service(service: str) -> None:
+    """Empty every table of one service's database.
+
+    A task that an earlier test queued (an export plan, an event delivery)
+    may still hold locks in another order, and PostgreSQL then aborts one
+    side as a deadlock. That is transient, so the TRUNCATE is retried.
+    """
+    import psycopg
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from core.db import get_engine
+
+    engine = get_engine(service)
+    for attempt in range(TRUNCATE_ATTEMPTS):
+        try:
+            with engine.begin() as conn:
+                tables = [
+                    row[0]
+                    for row in conn.execute(
+                        text(
+                            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                            "AND tablename <> 'alembic_version'"
+                        )
                     )
-                )
-            ]
-            if tables:
-                quoted = ", ".join(f'"{t}"' for t in tables)
-                conn.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+                ]
+                if tables:
+                    quoted = ", ".join(f'"{t}"' for t in tables)
+                    conn.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+            return
+        except OperationalError as error:
+            if not isinstance(error.orig, psycopg.errors.DeadlockDetected):
+                raise
+            if attempt == TRUNCATE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 @pytest.fixture(autouse=True)
