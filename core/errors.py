@@ -97,17 +97,24 @@ def _bad_text(text: str) -> bool:
 
 
 def _find_nul(value, path: str) -> str | None:
+    """Return where the first NUL or lone surrogate in ``value`` is, or None.
+
+    The top level is the empty string, so callers compare with None.
+    """
     if isinstance(value, str):
         return path if _bad_text(value) else None
     if isinstance(value, dict):
         for key, item in value.items():
-            found = _find_nul(key, path) or _find_nul(item, f"{path}.{key}" if path else str(key))
-            if found:
+            if isinstance(key, str) and _bad_text(key):
+                # The key is shown escaped, because it cannot be printed as it is.
+                return f"{path}.{ascii(key)}" if path else ascii(key)
+            found = _find_nul(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
                 return found
     if isinstance(value, list):
         for index, item in enumerate(value):
             found = _find_nul(item, f"{path}[{index}]")
-            if found:
+            if found is not None:
                 return found
     return None
 

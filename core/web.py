@@ -42,7 +42,7 @@ class ErrorResponseSchema(Schema):
 class ServiceFlask(Flask):
     """Flask that checks each view and hook for a coroutine once, not per call.
 
-    Flask asks ``inspect.iscoroutinefunction`` for every hook and view of
+    Flask calls ``inspect.iscoroutinefunction`` for every hook and view of
     every request; with about eight per request that is a measurable part
     of a fast public request.
     """
@@ -70,7 +70,7 @@ class ResponseHeaders:
     """WSGI middleware: an id for each request, and headers added to each response.
 
     The id comes from the client's ``X-Request-Id`` when that is a plain
-    token of at most 64 characters, or is made here; it is returned in
+    token of at most 64 characters, or is made here. It is returned in
     ``X-Request-Id`` and logged with every line of the request (see
     ``core.logs``). Headers are added to the plain list handed to
     ``start_response``, which costs a fraction of setting them one by one on
@@ -89,7 +89,9 @@ class ResponseHeaders:
         else:
             request_id = uuid.uuid4().hex
         environ[REQUEST_ID_KEY] = request_id
-        path = environ.get("PATH_INFO", "")
+        # Routing ignores repeated leading slashes ("//s/..." is "/s/..."),
+        # so the headers chosen by path must too.
+        path = "/" + environ.get("PATH_INFO", "").lstrip("/")
         extra = self.extra
 
         def start(status, headers, exc_info=None):

@@ -532,9 +532,9 @@ STATIC_CACHE_CONTROL = "public, max-age=3600"
 def public_response_headers(path: str, status: str, headers: list) -> list:
     """Return the response headers of ``path``, with the public pages' headers.
 
-    Every response under /s/ and /s-static/ carries SECURITY_HEADERS. Static
-    files may be cached for an hour; pages, JSON and errors are never stored,
-    while a rendition's own Cache-Control is kept. Called by the WSGI
+    Every response under /s/ and /s-static/ carries SECURITY_HEADERS. Errors
+    are never stored. Static files may be cached for an hour, pages and JSON
+    never, while a rendition's own Cache-Control is kept. Called by the WSGI
     middleware for every response of the sharing service.
     """
     if path.startswith("/s/"):
@@ -551,9 +551,11 @@ def public_response_headers(path: str, status: str, headers: list) -> list:
             replace = True
             if lowered == "cache-control":
                 cache_control = value
-    if static:
+    if int(status[:3]) >= 400:
+        cache_control = "no-store"
+    elif static:
         cache_control = STATIC_CACHE_CONTROL
-    elif cache_control is None or int(status[:3]) >= 400:
+    elif cache_control is None:
         cache_control = "no-store"
     if replace:
         headers = [(name, value) for name, value in headers if name.lower() not in _REPLACED_HEADERS]

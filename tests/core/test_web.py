@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -21,6 +22,10 @@ def app():
     def echo():
         seen["context"] = add_request_context(None, "info", {})
         get_logger("probe").warning("probe_logged", marker="echo")
+        return Response(b"{}", mimetype="application/json")
+
+    @app.post("/echo")
+    def echo_body():
         return Response(b"{}", mimetype="application/json")
 
     @app.get("/boom")
@@ -137,3 +142,31 @@ def test_ensure_sync_coroutines():
         assert "async" in str(error).lower()
     else:
         assert wrapped is not coroutine
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"la\u0000bel": "x"},
+        {"\ud800": "x"},
+        {"outer": {"in\u0000ner": 1}},
+        {"list": ["fine", "bad\u0000"]},
+        {"text": "bad\ud800"},
+    ],
+)
+def test_nul_in_json_rejected(app, body):
+    raw = json.dumps(body)
+    response = app.test_client().post("/echo", data=raw, content_type="application/json")
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid"
+    assert "NUL character or a lone surrogate" in error["message"]
+    # The offending text is named escaped, never echoed raw.
+    for text in [error["message"], *error["fields"]]:
+        assert "\x00" not in text
+        assert not any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def test_nul_check_skips_bodies_of_other_types(app):
+    response = app.test_client().post("/echo", data='{"a": "\u0000"}', content_type="text/plain")
+    assert response.status_code == 200

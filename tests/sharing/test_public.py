@@ -362,7 +362,7 @@ def test_download_all_validates_body(world, sharing, field):
     assert field in response.json["error"]["fields"]
 
 
-def test_public_headers_replace_what_a_view_set():
+def test_public_headers_replace_view_headers():
     from services.sharing.public import public_response_headers
 
     view_headers = [
@@ -371,11 +371,43 @@ def test_public_headers_replace_what_a_view_set():
         ("Cache-Control", "private, no-cache"),
     ]
     ok = dict(public_response_headers("/s/t/thumb/f", "200 OK", list(view_headers)))
-    assert ok["X-Frame-Options"] == "DENY" and "x-frame-options" not in ok
+    assert ok["X-Frame-Options"] == "DENY"
+    assert "x-frame-options" not in ok
     assert ok["Cache-Control"] == "private, no-cache"
     assert ok["Content-Type"] == "image/webp"
-    # An error is never stored, whatever the view said.
+    # An error is never stored, whatever the view set.
     failed = public_response_headers("/s/t/thumb/f", "410 GONE", list(view_headers))
     assert [v for n, v in failed if n.lower() == "cache-control"] == ["no-store"]
     # Paths outside the public pages are left alone.
     assert public_response_headers("/api/v1/links", "200 OK", list(view_headers)) == view_headers
+
+
+def test_security_headers_on_odd_paths(world, sharing):
+    token = world["token"]
+    # Routing ignores repeated leading slashes, and a proxy may pass them on
+    # (gunicorn also decodes "%2F" into "/").
+    odd = {
+        "double slash page": f"//s/{token}",
+        "triple slash listing": f"///s/{token}/api/items",
+        "double slash static": "//s-static/share.css",
+    }
+    for kind, path in odd.items():
+        response = sharing.get("/", environ_overrides={"PATH_INFO": path})
+        assert response.status_code == 200, kind
+        assert response.headers["Referrer-Policy"] == "no-referrer", kind
+        assert response.headers["X-Frame-Options"] == "DENY", kind
+        assert len(response.headers.getlist("Content-Security-Policy")) == 1, kind
+    assert sharing.get("/", environ_overrides={"PATH_INFO": f"//s/{token}"}).headers[
+        "Cache-Control"
+    ] == "no-store"
+
+
+def test_static_errors_never_cached(sharing):
+    missing = sharing.get("/s-static/no-such-file.css")
+    assert missing.status_code == 404
+    assert missing.headers["Cache-Control"] == "no-store"
+    wrong_method = sharing.patch("/s-static/share.css")
+    assert wrong_method.status_code == 405
+    assert wrong_method.headers["Cache-Control"] == "no-store"
+    found = sharing.get("/s-static/share.css")
+    assert found.headers["Cache-Control"] == "public, max-age=3600"
