@@ -232,3 +232,30 @@ def test_export_over_4gb_uses_zip64(owner, tmp_path):
     assert path.stat().st_size > 4_600_000_000
     unzip_test(path)
     path.unlink()
+
+
+def test_second_plan_keeps_running_export(owner, drive_factory, monkeypatch):
+    import workers.tasks.exports as exports
+
+    root = drive_factory("twice", {"a.jpg": b"a" * 5000, "b.jpg": b"b" * 7000})
+    source = connect(owner, root)
+    run_active_scan(owner, source)
+    ids = [f["id"] for f in files_by_path(owner).values()]
+    dispatched = []
+    monkeypatch.setattr(exports, "_dispatch", lambda export_id, plan: dispatched.append(export_id))
+
+    response = owner.post("/api/v1/exports", json={"file_ids": ids})
+    export_id = response.json["id"]
+    exports.plan_export(export_id)
+    exports._update(export_id, files_done=1, bytes_done=5000)
+    # The same plan queued again, while the first one's assembly runs.
+    exports.plan_export(export_id)
+    shown = owner.get(f"/api/v1/exports/{export_id}").json
+    assert shown["status"] == "running"
+    assert shown["files_done"] == 1
+    assert dispatched == [export_id]
+
+    exports.assemble_export(export_id, INLINE_HOST)
+    done = owner.get(f"/api/v1/exports/{export_id}").json
+    assert done["status"] == "succeeded"
+    assert sorted(zipfile.ZipFile(io.BytesIO(download(owner, export_id))).namelist()) == ["a.jpg", "b.jpg"]

@@ -159,6 +159,12 @@ def plan_export(export_id: str) -> None:
             export.status = "cancelled"
             export.finished_at = utcnow()
             return
+        if export.status == "running":
+            # Another plan (queued twice, or redelivered) already dispatched
+            # it, and its assembly reports progress. resume_exports sets a
+            # stalled one back to "queued" before it plans again.
+            log.info("export_already_planned", export_id=export_id)
+            return
         plan = build_plan(session, export)
         export.manifest = plan
         export.files_total = len(plan["entries"])
