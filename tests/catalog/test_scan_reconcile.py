@@ -445,3 +445,80 @@ def test_listing_error_midway_keeps_files(owner, drive_factory, monkeypatch, bat
     again = scan(owner, source)
     assert again["counts"]["missing"] == 0
     assert again["counts"]["files"] == len(names)
+
+
+def test_scan_keeps_access_times(owner, drive_factory):
+    root = drive_factory("atime", {"a/clip.mov": payload("clip"), "b.jpg": payload("b")})
+    # An access time before the modification time is one that a plain read
+    # updates, even on a filesystem mounted with relatime.
+    for name in ("a/clip.mov", "b.jpg"):
+        path = root / name
+        os.utime(path, ns=(1_000_000_000, path.stat().st_mtime_ns))
+    source = connect(owner, root)
+    result = run_active_scan(owner, source)
+    assert result["counts"]["new"] == 2
+    for name in ("a/clip.mov", "b.jpg"):
+        assert (root / name).stat().st_atime_ns == 1_000_000_000, name
+
+
+def test_noatime_refused_falls_back(tmp_path, monkeypatch):
+    import errno
+
+    import workers.scan.walker as walker
+
+    (tmp_path / "theirs.jpg").write_bytes(b"x" * 100)
+    real_open = os.open
+    calls = []
+
+    def not_owner(path, flags, *args, **kwargs):
+        calls.append(bool(flags & os.O_NOATIME))
+        if flags & os.O_NOATIME:
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(walker, "_noatime", os.O_NOATIME)
+    monkeypatch.setattr(walker.os, "open", not_owner)
+    dir_fd = real_open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(2):
+            os.close(walker.open_for_reading("theirs.jpg", dir_fd))
+    finally:
+        os.close(dir_fd)
+    # Refused once, then never asked for again.
+    assert calls == [True, False, False]
+
+
+def test_first_scan_error_keeps_commits(owner, drive_factory, monkeypatch):
+    import dataclasses
+
+    import workers.tasks.scans as scan_tasks
+
+    settings = scan_tasks.get_settings()
+    # Batches of 10 files, so the first scan commits every 100 files.
+    monkeypatch.setattr(
+        scan_tasks, "get_settings", lambda: dataclasses.replace(settings, scan_batch_size=10)
+    )
+    layout = {f"d{i:02}/f{j}.jpg": payload(f"{i}-{j}") for i in range(10) for j in range(25)}
+    root = drive_factory("fresh", layout)
+    source = connect(owner, root)
+
+    def disk_fails(counts):
+        if counts.files >= 150:
+            raise OSError(5, "Input/output error")
+
+    first = run_active_scan(owner, source, on_batch=disk_fails)
+    assert first["status"] == "interrupted"
+    kept = files_by_path(owner)
+    # The commits before the error stay, the rows sent after the last one
+    # are dropped, and nothing is marked missing.
+    assert 100 <= len(kept) < 150
+    assert files_by_path(owner, state="missing") == {}
+
+    again = scan(owner, source)
+    assert again["status"] == "succeeded"
+    after = files_by_path(owner)
+    assert sorted(after) == sorted(layout)
+    for path, file in kept.items():
+        assert after[path]["id"] == file["id"], path
+    assert again["counts"]["unchanged"] == len(kept)
+    assert again["counts"]["new"] == len(layout) - len(kept)

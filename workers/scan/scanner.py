@@ -15,6 +15,7 @@ it wrote stay and the next scan treats them like any catalogued file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -72,6 +73,9 @@ MAX_PENDING_LISTINGS = 200
 # Above this many catalogued folders the stored signatures are looked up per
 # batch instead of held in memory (about 200 bytes a folder, an estimate).
 MAX_CACHED_SIGNATURES = 200_000
+# Batches of files a first scan sends through one COPY before it commits
+# them (20,000 files with the default batch size).
+FIRST_SCAN_COMMIT_BATCHES = 10
 # Unreadable folders whose files are protected by one statement.
 PREFIXES_PER_STATEMENT = 50
 
@@ -140,6 +144,69 @@ def folder_signature(files: list) -> str:
     return hashlib.blake2b(b"".join(lines), digest_size=16).hexdigest()
 
 
+class _NewFiles:
+    """The rows of a first scan's files, sent through one COPY across batches.
+
+    Ending the COPY makes the walk wait until PostgreSQL has stored the last
+    row, so one COPY stays open for FIRST_SCAN_COMMIT_BATCHES batches.
+    ``commit()`` ends it, writes the staging rows that wait with it, and
+    commits, so an interrupted first scan keeps the files of every commit
+    before it.
+    """
+
+    def __init__(self, scanner: "Scanner"):
+        self.scanner = scanner
+        self.count = 0
+        self._stack: contextlib.ExitStack | None = None
+        self._copy = None
+        self._write_row = None
+
+    def write(self, row: tuple) -> None:
+        if self._stack is None:
+            self._open()
+        self._write_row(row)
+        self.count += 1
+
+    def _open(self) -> None:
+        stack = contextlib.ExitStack()
+        try:
+            self._conn = stack.enter_context(self.scanner.engine.connect())
+            stack.enter_context(self._conn.begin())
+            self._copy = copy_rows(self._conn, File.__table__, FILE_COLUMNS)
+            self._write_row = self._copy.__enter__()
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+
+    def _take(self):
+        """Return the open COPY's stack and context, and forget them."""
+        taken = (self._stack, self._copy)
+        self._stack = self._copy = self._write_row = None
+        self.count = 0
+        return taken
+
+    def commit(self) -> None:
+        """Store the rows sent so far, with the staging rows that wait."""
+        if self._stack is None:
+            return
+        stack, copy = self._take()
+        with stack:
+            copy.__exit__(None, None, None)
+            self.scanner._write_rows(self._conn)
+
+    def abort(self) -> None:
+        """Drop the rows sent since the last commit."""
+        if self._stack is None:
+            return
+        stack, copy = self._take()
+        error = ScanInterrupted("the scan stopped")
+        try:
+            copy.__exit__(ScanInterrupted, error, None)
+        finally:
+            stack.__exit__(ScanInterrupted, error, None)
+
+
 class Scanner:
     """One run of one scan. Use ``run()``; it raises ``ScanInterrupted``."""
 
@@ -168,6 +235,7 @@ class Scanner:
         # Stored folder signatures by folder hash, or None to query per batch.
         self.signatures: dict[str, str] | None = None
         self.rows = _Rows()
+        self.new_files = _NewFiles(self)
         self._last_heartbeat = -math.inf
 
     # -- walk -----------------------------------------------------------------
@@ -204,8 +272,13 @@ class Scanner:
                     pending, pending_files = [], 0
             self._stage(pending)
             pending = []
+            self.new_files.commit()
         except OSError as error:
+            self.new_files.abort()
             raise ScanInterrupted(f"the drive could not be read: {error}") from error
+        except BaseException:
+            self.new_files.abort()
+            raise
         finally:
             for listing in pending:
                 listing.close()
@@ -240,10 +313,9 @@ class Scanner:
             if self.first_scan:
                 # Each file's row is sent as soon as it is fingerprinted, so
                 # PostgreSQL stores rows while the walk goes on.
-                with self.engine.begin() as conn:
-                    with copy_rows(conn, File.__table__, FILE_COLUMNS) as write_file:
-                        self._classify(None, listings, write_file)
-                    self._write_rows(conn)
+                self._classify(None, listings, self.new_files.write)
+                if self.new_files.count >= self.batch_size * FIRST_SCAN_COMMIT_BATCHES:
+                    self.new_files.commit()
             else:
                 with self.engine.connect() as conn:
                     self._classify(conn, listings, None)
@@ -444,7 +516,7 @@ class Scanner:
             status, file_id = "restored", known[KNOWN_ID]
         else:
             status, file_id = "touched", known[KNOWN_ID]
-        # The walk's name holds surrogates where the bytes are not UTF-8;
+        # The walk's name contains surrogates where the bytes are not UTF-8;
         # the catalog stores U+FFFD there.
         name = entry.name if entry.name.isascii() else display_path(_split(entry.path_bytes)[1])
         if write_file is not None:

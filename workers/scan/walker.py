@@ -7,6 +7,7 @@ not valid UTF-8 are kept as their exact bytes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat as statmod
@@ -80,12 +81,33 @@ def fingerprint_fd(fd: int, size: int) -> tuple[str, bytes]:
     return digest.hexdigest(), head[:HEAD_BYTES]
 
 
+# O_NOATIME keeps a scan from changing the files' access times, which also
+# spares a metadata write per file. Only the file's owner (or root) may use
+# it. For other files the kernel returns EPERM, and this process then stops
+# asking for it.
+_noatime = getattr(os, "O_NOATIME", 0)
+
+
+def open_for_reading(name, dir_fd: int) -> int:
+    """Open a file of the folder ``dir_fd`` read-only, never following a symlink."""
+    global _noatime
+    flags = os.O_RDONLY | os.O_NOFOLLOW
+    if _noatime:
+        try:
+            return os.open(name, flags | _noatime, dir_fd=dir_fd)
+        except PermissionError as error:
+            if error.errno != errno.EPERM:
+                raise
+            _noatime = 0
+    return os.open(name, flags, dir_fd=dir_fd)
+
+
 def fingerprint_entry(entry: WalkedEntry, dir_fd: int) -> tuple[str, str, str]:
     """Return ``(fingerprint, media_type, kind)`` for a file of the folder ``dir_fd``.
 
     Raises OSError when the file cannot be opened or read.
     """
-    fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    fd = open_for_reading(entry.name, dir_fd)
     try:
         fingerprint, head = fingerprint_fd(fd, entry.size)
     finally:
