@@ -522,3 +522,25 @@ def test_first_scan_error_keeps_commits(owner, drive_factory, monkeypatch):
         assert after[path]["id"] == file["id"], path
     assert again["counts"]["unchanged"] == len(kept)
     assert again["counts"]["new"] == len(layout) - len(kept)
+
+
+def test_first_scan_error_survives_failed_rollback(owner, drive_factory, monkeypatch):
+    import workers.scan.scanner as scanner_module
+
+    root = drive_factory("shaky", {f"d{i}/f.jpg": payload(str(i)) for i in range(5)})
+    source = connect(owner, root)
+
+    real_abort = scanner_module._NewFiles.abort
+
+    def rollback_fails(self):
+        real_abort(self)
+        raise RuntimeError("connection lost during rollback")
+
+    def disk_fails(counts):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(scanner_module._NewFiles, "abort", rollback_fails)
+    result = run_active_scan(owner, source, on_batch=disk_fails)
+    # The scan reports the drive's error, not the rollback's.
+    assert result["status"] == "interrupted"
+    assert "Input/output error" in result["message"]

@@ -274,14 +274,21 @@ class Scanner:
             pending = []
             self.new_files.commit()
         except OSError as error:
-            self.new_files.abort()
+            self._abort_new_files()
             raise ScanInterrupted(f"the drive could not be read: {error}") from error
         except BaseException:
-            self.new_files.abort()
+            self._abort_new_files()
             raise
         finally:
             for listing in pending:
                 listing.close()
+
+    def _abort_new_files(self) -> None:
+        """Drop a first scan's uncommitted files, keeping the error that stopped the walk."""
+        try:
+            self.new_files.abort()
+        except Exception as error:  # the walk's own error is the one to report
+            log.warning("first_scan_rollback_failed", scan_id=self.scan_id, error=str(error))
 
     def _check_identity(self) -> None:
         if not os.path.isdir(self.root):
