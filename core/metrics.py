@@ -37,8 +37,8 @@ REQUEST_SECONDS = Histogram(
 )
 
 # Histogram children by label values. ``labels()`` checks and looks up its
-# arguments on every call; a fast request spends longer there than on its
-# view, so each child is looked up once.
+# arguments on every call, which took longer than a fast request's view.
+# So each child is looked up once.
 _request_children: dict[tuple, object] = {}
 
 

@@ -43,8 +43,8 @@ class ServiceFlask(Flask):
     """Flask that checks each view and hook for a coroutine once, not per call.
 
     Flask calls ``inspect.iscoroutinefunction`` for every hook and view of
-    every request; with about eight per request that is a measurable part
-    of a fast public request.
+    every request. At about eight calls a request, that is a measurable
+    part of a fast public request.
     """
 
     def __init__(self, *args, **kwargs):
@@ -83,9 +83,9 @@ class ResponseHeaders:
 
     def __call__(self, environ, start_response):
         environ[REQUEST_STARTED_KEY] = time.monotonic()
-        given = environ.get("HTTP_X_REQUEST_ID")
-        if given and _REQUEST_ID.fullmatch(given):
-            request_id = given
+        client_id = environ.get("HTTP_X_REQUEST_ID")
+        if client_id and _REQUEST_ID.fullmatch(client_id):
+            request_id = client_id
         else:
             request_id = uuid.uuid4().hex
         environ[REQUEST_ID_KEY] = request_id

@@ -258,6 +258,18 @@ def spawn_celery_worker(
         )
 
 
+def stop_process_group(process: subprocess.Popen, timeout: float = 20) -> None:
+    """Stop a process started in its own session, and its children: SIGTERM, then SIGKILL."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 @pytest.fixture(scope="session")
 def celery_worker_process():
     """A real Celery worker in its own process, consuming every test queue."""
@@ -269,13 +281,7 @@ def celery_worker_process():
         DATA_DIR / "worker.log",
     )
     yield process
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    stop_process_group(process)
 
 
 def wait_for(predicate, timeout=60.0, interval=0.1, message="condition"):

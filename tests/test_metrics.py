@@ -34,6 +34,7 @@ from tests.conftest import (
     RUN_ID,
     TEST_HOST,
     spawn_celery_worker,
+    stop_process_group,
     wait_for,
 )
 
@@ -84,17 +85,6 @@ def write_stale_sample(folder) -> None:
     )
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(folder))
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
-
-
-def stop_process_group(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 class FakeTask:

@@ -206,7 +206,7 @@ def wrk(url: str, seconds: int, connections: int) -> dict:
 
 
 def median_result(results: list[dict]) -> dict:
-    """The median requests/s and p99 of several runs, and the sum of their non-2xx answers."""
+    """The median requests/s and p99 of several runs, and the sum of their non-2xx responses."""
     return {
         "rps": statistics.median(r["rps"] for r in results),
         "p99_ms": statistics.median(r["p99_ms"] for r in results),

@@ -508,20 +508,20 @@ def test_first_scan_error_keeps_commits(owner, drive_factory, monkeypatch):
 
     first = run_active_scan(owner, source, on_batch=disk_fails)
     assert first["status"] == "interrupted"
-    kept = files_by_path(owner)
+    committed = files_by_path(owner)
     # The commits before the error stay, the rows sent after the last one
     # are dropped, and nothing is marked missing.
-    assert 100 <= len(kept) < 150
+    assert 100 <= len(committed) < 150
     assert files_by_path(owner, state="missing") == {}
 
     again = scan(owner, source)
     assert again["status"] == "succeeded"
     after = files_by_path(owner)
     assert sorted(after) == sorted(layout)
-    for path, file in kept.items():
+    for path, file in committed.items():
         assert after[path]["id"] == file["id"], path
-    assert again["counts"]["unchanged"] == len(kept)
-    assert again["counts"]["new"] == len(layout) - len(kept)
+    assert again["counts"]["unchanged"] == len(committed)
+    assert again["counts"]["new"] == len(layout) - len(committed)
 
 
 def test_first_scan_error_survives_failed_rollback(owner, drive_factory, monkeypatch):

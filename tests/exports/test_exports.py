@@ -250,9 +250,9 @@ def test_second_plan_keeps_running_export(owner, drive_factory, monkeypatch):
     exports._update(export_id, files_done=1, bytes_done=5000)
     # The same plan queued again, while the first one's assembly runs.
     exports.plan_export(export_id)
-    shown = owner.get(f"/api/v1/exports/{export_id}").json
-    assert shown["status"] == "running"
-    assert shown["files_done"] == 1
+    running = owner.get(f"/api/v1/exports/{export_id}").json
+    assert running["status"] == "running"
+    assert running["files_done"] == 1
     assert dispatched == [export_id]
 
     exports.assemble_export(export_id, INLINE_HOST)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import redis
 
+from tests.conftest import stop_process_group
+
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_BIN_ROOT = Path("/usr/lib/postgresql")
 # PostgreSQL refuses to run as root, so the private clusters run as this user.
@@ -42,17 +44,6 @@ def wait_until(predicate, timeout: float, message: str, interval: float = 0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(interval)
-
-
-def _stop_process_group(process: subprocess.Popen, timeout: float = 20) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 class RedisServer:
@@ -88,7 +79,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.process is not None:
-            _stop_process_group(self.process)
+            stop_process_group(self.process)
             self.process = None
 
 
@@ -208,4 +199,4 @@ class Worker:
 
     def stop(self) -> None:
         if self.process is not None:
-            _stop_process_group(self.process)
+            stop_process_group(self.process)

@@ -448,24 +448,20 @@ def change_visibility(world: World, spec) -> None:
         if member.user_id not in world.listed[name]:
             event("a grant was added")
         world.listed[name].add(member.user_id)
-    for group_index in sorted(spec["restricted_later"]):
-        if group_index >= len(group_names):
-            continue
-        name = group_names[group_index]
-        response = owner.patch(f"/api/v1/groups/{name}", json={"visibility": "restricted"})
-        assert response.status_code == 200, response.json
-        if not world.groups[name]:
-            event("a group became restricted")
-        world.groups[name] = True
-    for group_index in sorted(spec["opened_later"]):
-        if group_index >= len(group_names):
-            continue
-        name = group_names[group_index]
-        response = owner.patch(f"/api/v1/groups/{name}", json={"visibility": "everyone"})
-        assert response.status_code == 200, response.json
-        if world.groups[name]:
-            event("a group was opened to everyone")
-        world.groups[name] = False
+    visibility_changes = (
+        ("restricted_later", "restricted", True, "a group became restricted"),
+        ("opened_later", "everyone", False, "a group was opened to everyone"),
+    )
+    for key, visibility, restricted, description in visibility_changes:
+        for group_index in sorted(spec[key]):
+            if group_index >= len(group_names):
+                continue
+            name = group_names[group_index]
+            response = owner.patch(f"/api/v1/groups/{name}", json={"visibility": visibility})
+            assert response.status_code == 200, response.json
+            if world.groups[name] != restricted:
+                event(description)
+            world.groups[name] = restricted
     drive_ids = list(world.drive_files)
     for drive_index, group_index in sorted(spec["moved"]):
         if drive_index >= len(drive_ids) or group_index >= len(group_names):

@@ -181,10 +181,10 @@ class _NewFiles:
 
     def _take(self):
         """Return the open COPY's stack and context, and forget them."""
-        taken = (self._stack, self._copy)
+        stack, copy = self._stack, self._copy
         self._stack = self._copy = self._write_row = None
         self.count = 0
-        return taken
+        return stack, copy
 
     def commit(self) -> None:
         """Store the rows sent so far, with the staging rows that wait."""
