@@ -308,6 +308,38 @@ def test_hostile_tree(owner, drive_factory):
 
 
 
+@pytest.mark.parametrize("batch_size", [2000, 3])
+def test_copy_special_characters_in_names(owner, drive_factory, monkeypatch, batch_size):
+    import dataclasses
+
+    import workers.tasks.scans as scan_tasks
+
+    settings = scan_tasks.get_settings()
+    monkeypatch.setattr(
+        scan_tasks, "get_settings", lambda: dataclasses.replace(settings, scan_batch_size=batch_size)
+    )
+    # Tabs, line ends and backslashes delimit and escape COPY text. Names made
+    # of them must come back byte for byte, so that a rescan matches them.
+    names = [
+        "tab\there.jpg", "line\nbreak.jpg", "cr\rname.jpg", "back\\slash.jpg",
+        "\\N", "\\.", "literal\\tb.jpg", "fold\ter/inside.jpg", "ünïcode.jpg",
+    ]  # fmt: skip
+    root = drive_factory("special", {name: payload(name) for name in names})
+    source = connect(owner, root)
+    first = run_active_scan(owner, source)
+    assert first["status"] == "succeeded"
+    assert first["counts"]["new"] == len(names)
+    files = files_by_path(owner)
+    assert sorted(files) == sorted(names)
+    for name in names:
+        detail = owner.get(f"/api/v1/files/{files[name]['id']}").json
+        assert detail["name"] == name.rsplit("/", 1)[-1]
+    again = scan(owner, source)
+    assert again["counts"]["new"] == 0
+    assert again["counts"]["unchanged"] == len(names)
+    assert files_by_path(owner) == files
+
+
 def test_unreadable_folder_keeps_its_files(owner, drive_factory, monkeypatch):
     root = drive_factory("locked", {"ok/fine.jpg": payload("fine"), "locked/inside.jpg": payload("in")})
     source = connect(owner, root)

@@ -28,7 +28,7 @@ from sqlalchemy import Connection, delete, func, select, text, update
 from core.db import get_engine, new_id, utcnow
 from core.logs import get_logger
 from services.catalog.models import File, Folder, Scan, ScanEntry, ScanIssue, Source
-from workers.scan.staging import bulk_insert, copy_rows
+from workers.scan.staging import RowFormat, bulk_insert, copy_line, copy_rows, needs_escape
 from workers.scan.volume import read_volume_id
 from workers.scan.walker import (
     Listing,
@@ -132,6 +132,34 @@ class _Rows:
         return len(self.full) + len(self.short)
 
 
+def file_row_format(now) -> RowFormat:
+    """Return a COPY text formatter for rows of FILE_COLUMNS stamped with ``now``.
+
+    A row with no error, stamped ``now`` and whose display path needs no
+    escaping takes one string format. Any other row goes through
+    ``copy_line``. The name, folder and extension are parts of the path, so
+    only the path is checked.
+    """
+    constant = "\tpresent\t%s\t%s\t1\t" % (now.isoformat(), now.isoformat())
+
+    def file_line(row: tuple) -> str:
+        if (
+            row[23] is not None
+            or row[19] is not now
+            or row[20] is not now
+            or row[18] != "present"
+            or row[21] != 1
+            or needs_escape(row[3])
+        ):
+            return copy_line(row)
+        return "%s\t%s\t%s\t%s\t\\\\x%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s%s%s\t\\N\n" % (
+            row[0], row[1], row[2], row[3], row[4].hex(), row[5], row[6], row[7], row[8], row[9],
+            row[10], row[11], row[12], row[13], row[14], row[15], row[16], row[17], constant, row[22],
+        )  # fmt: skip
+
+    return file_line
+
+
 def folder_signature(files: list) -> str:
     """Digest of a folder's file names and stat fields, in name order."""
     # Each line starts with the path, and a path never contains NUL, so the
@@ -172,7 +200,9 @@ class _NewFiles:
         try:
             self._conn = stack.enter_context(self.scanner.engine.connect())
             stack.enter_context(self._conn.begin())
-            self._copy = copy_rows(self._conn, File.__table__, FILE_COLUMNS)
+            self._copy = copy_rows(
+                self._conn, File.__table__, FILE_COLUMNS, file_row_format(self.scanner.now)
+            )
             self._write_row = self._copy.__enter__()
         except BaseException:
             stack.close()
