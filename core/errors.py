@@ -62,6 +62,11 @@ class DriveOffline(ApiError):
     code = "drive_offline"
 
 
+class UnsupportedMediaType(ApiError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class ServiceUnavailable(ApiError):
     status = 503
     code = "unavailable"

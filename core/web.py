@@ -10,11 +10,11 @@ import uuid
 
 from flask import Flask, g, jsonify, request
 from flask_smorest import Api, Blueprint
-from webargs.flaskparser import FlaskParser
+from webargs.flaskparser import FlaskParser, is_json_request
 from marshmallow import Schema
 from marshmallow import fields as ma_fields
 
-from core.errors import register_error_handlers
+from core.errors import UnsupportedMediaType, register_error_handlers
 from core.logs import configure_logging, get_logger
 from core.metrics import observe_request
 from core.settings import get_settings
@@ -108,9 +108,20 @@ class ServiceApi(Api):
 
 
 class SafeParser(FlaskParser):
-    """A request parser that returns 400, not 500, for deeply nested JSON."""
+    """A request parser that returns 400, not 500, for deeply nested JSON.
+
+    A body sent with another Content-Type than JSON gets 415. webargs would
+    treat it as no body at all, so a PATCH would succeed and change nothing.
+    """
 
     def _raw_load_json(self, req):
+        if not is_json_request(req) and (req.content_length or req.get_data(cache=True)):
+            sent = req.mimetype or "none"
+            raise UnsupportedMediaType(
+                f"the request body must be JSON, but its Content-Type is {sent!r}: "
+                "send it with Content-Type: application/json",
+                fields={"Content-Type": [f"expected application/json, got {sent}"]},
+            )
         try:
             return super()._raw_load_json(req)
         except RecursionError:

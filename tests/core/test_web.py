@@ -7,6 +7,9 @@ import logging
 
 import pytest
 from flask import Response
+from flask_smorest import Blueprint
+from marshmallow import Schema
+from marshmallow import fields as ma_fields
 
 from core.logs import add_request_context, get_logger
 from core.metrics import REQUEST_SECONDS
@@ -15,7 +18,7 @@ from core.web import ServiceFlask, create_base_app
 
 @pytest.fixture
 def app():
-    app, _api = create_base_app("probe", "Probe API")
+    app, api = create_base_app("probe", "Probe API")
     seen = {}
 
     @app.get("/echo")
@@ -32,6 +35,18 @@ def app():
     def boom():
         raise RuntimeError("deliberate")
 
+    class Rename(Schema):
+        name = ma_fields.String()
+
+    blueprint = Blueprint("probe_items", __name__)
+
+    @blueprint.route("/items", methods=["PATCH"])
+    @blueprint.arguments(Rename)
+    def rename(changes):
+        seen["changes"] = changes
+        return {"changed": sorted(changes)}
+
+    api.register_blueprint(blueprint)
     app.config["PROPAGATE_EXCEPTIONS"] = False
     app.seen = seen
     return app
@@ -170,3 +185,25 @@ def test_nul_in_json_rejected(app, body):
 def test_nul_check_skips_bodies_of_other_types(app):
     response = app.test_client().post("/echo", data='{"a": "\u0000"}', content_type="text/plain")
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_json_body_with_other_type_rejected(app, content_type):
+    client = app.test_client()
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.patch("/items", data='{"name": "new"}', headers=headers)
+    assert response.status_code == 415
+    error = response.get_json()["error"]
+    assert error["code"] == "unsupported_media_type"
+    assert "application/json" in error["message"]
+    assert "changes" not in app.seen
+
+
+def test_json_body_accepted_and_empty_body_allowed(app):
+    client = app.test_client()
+    sent = client.patch("/items", json={"name": "new"})
+    assert sent.status_code == 200
+    assert sent.get_json() == {"changed": ["name"]}
+    empty = client.patch("/items")
+    assert empty.status_code == 200
+    assert empty.get_json() == {"changed": []}
