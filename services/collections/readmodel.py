@@ -4,8 +4,7 @@ The catalog owns files, drives and groups. This service keeps the facts it
 needs to list collections without calling the catalog: they are written
 from the catalog's lookup response when items are added, and from the
 catalog's events afterwards. Every write is ordered by a timestamp, so a
-replayed or late event never overwrites newer facts. Group visibility is
-the exception, because the catalog's group events carry no timestamp.
+replayed or late event never overwrites newer facts.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from core.auth import Principal
-from core.db import utcnow
 from core.outbox import parse_time
 from services.collections.bulk import upsert_newer_rows
 from services.collections.models import FileFacts, GroupFacts, SourceFacts
@@ -152,11 +150,16 @@ def apply_source_state(session: Session, payload: dict) -> None:
     )
 
 
-def upsert_groups(session: Session, org_id: str, visibilities: dict[str, str]) -> None:
-    """Store the visibility of groups, replacing what is stored."""
+def upsert_groups(
+    session: Session, org_id: str, visibilities: dict[str, str], seen_at: datetime
+) -> None:
+    """Store the visibility of groups as of ``seen_at``, keeping stored values that are newer.
+
+    NOTE: as in ``upsert_files``, a ``seen_at`` from this service's clock is
+    compared with event times from the catalog's clock.
+    """
     if not visibilities:
         return
-    now = utcnow()
     statement = _insert(session, GroupFacts)
     statement = statement.on_conflict_do_update(
         index_elements=[GroupFacts.group_id],
@@ -164,31 +167,33 @@ def upsert_groups(session: Session, org_id: str, visibilities: dict[str, str]) -
             "visibility": statement.excluded.visibility,
             "updated_at": statement.excluded.updated_at,
         },
+        where=GroupFacts.updated_at < statement.excluded.updated_at,
     )
     rows = [
-        {"group_id": group_id, "org_id": org_id, "visibility": visibility, "updated_at": now}
+        {
+            "group_id": group_id,
+            "org_id": org_id,
+            "visibility": visibility,
+            "updated_at": seen_at,
+        }
         for group_id, visibility in visibilities.items()
     ]
     session.execute(statement, rows)
 
 
 def apply_group_changed(session: Session, payload: dict) -> None:
-    """Apply a ``catalog.group_changed`` event: visibility and member drives.
+    """Apply a ``catalog.group_changed`` event unless a newer visibility is stored.
 
-    NOTE: the event has no timestamp, so a redelivered old event that arrives
-    after a newer one restores the older visibility and drive membership
-    until the group changes again.
+    The event's list of drives is not applied. The catalog publishes a
+    ``catalog.source_state`` event, with the drive's group, for every change
+    of a drive's group, and those events are ordered per drive.
     """
-    upsert_groups(session, payload["org_id"], {payload["group_id"]: payload["visibility"]})
-    source_ids = payload.get("source_ids") or []
-    if source_ids:
-        sources = session.scalars(
-            select(SourceFacts).where(
-                SourceFacts.id.in_(source_ids), SourceFacts.org_id == payload["org_id"]
-            )
-        )
-        for source in sources:
-            source.group_id = payload["group_id"]
+    upsert_groups(
+        session,
+        payload["org_id"],
+        {payload["group_id"]: payload["visibility"]},
+        parse_time(payload.get("at")),
+    )
 
 
 def is_group_visible(group_id: str | None, visibility: str | None, principal: Principal) -> bool:

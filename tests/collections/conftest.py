@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
@@ -18,25 +19,34 @@ def serve(app):
     return server, f"http://127.0.0.1:{server.server_port}"
 
 
-@pytest.fixture
-def catalog_url(catalog_app):
-    """Run the catalog over real HTTP and point the settings' CATALOG_URL at it."""
+@contextlib.contextmanager
+def served_at(app, variable: str):
+    """Serve ``app`` over real HTTP and set the environment variable ``variable`` to its URL."""
     from core.remote_auth import clear_cache
     from core.settings import reset_settings
 
-    server, url = serve(catalog_app)
-    previous = os.environ.get("CATALOG_URL")
-    os.environ["CATALOG_URL"] = url
+    server, url = serve(app)
+    previous = os.environ.get(variable)
+    os.environ[variable] = url
     reset_settings()
     clear_cache()
-    yield url
-    server.shutdown()
-    if previous is None:
-        os.environ.pop("CATALOG_URL", None)
-    else:
-        os.environ["CATALOG_URL"] = previous
-    reset_settings()
-    clear_cache()
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        if previous is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = previous
+        reset_settings()
+        clear_cache()
+
+
+@pytest.fixture
+def catalog_url(catalog_app):
+    """Run the catalog over real HTTP and point the settings' CATALOG_URL at it."""
+    with served_at(catalog_app, "CATALOG_URL") as url:
+        yield url
 
 
 @pytest.fixture

@@ -69,3 +69,37 @@ def test_cli_round_trip(owner, run_cli, drive_factory):
     missing = run_cli("collections", "show", collection_id)
     assert missing.exit_code != 0
     assert "not found" in missing.output
+
+
+def test_cli_query_and_json_output(owner, run_cli, drive_factory):
+    root = drive_factory(
+        "JSON", {"beach-1.txt": b"1" * 10, "beach-2.txt": b"2" * 20, "city.txt": b"3"}
+    )
+    run_active_scan(owner, connect(owner, root, name="JSON"))
+    files = files_by_path(owner)
+    beach = [files["beach-1.txt"]["id"], files["beach-2.txt"]["id"]]
+    run_cli("collections", "create", "Beach", "--json")
+
+    added = run_cli(
+        "collections", "add", "Beach", "--query", "beach", "--drive", "JSON", "--json"
+    )
+    assert added.exit_code == 0, added.output
+    assert sorted(json.loads(added.output)["added"]) == sorted(beach)
+
+    moved = run_cli("collections", "move", "Beach", beach[1], "0", "--json")
+    assert moved.exit_code == 0, moved.output
+    assert json.loads(moved.output)["position"] == 0
+    details = json.loads(run_cli("collections", "show", "Beach", "--json").output)
+    assert [i["file_id"] for i in details["items"]] == [beach[1], beach[0]]
+    assert [i["drive"] for i in details["items"]] == ["JSON", "JSON"]
+
+    removed = run_cli("collections", "rm", "Beach", beach[0], "--json")
+    assert removed.exit_code == 0, removed.output
+    assert json.loads(removed.output)["removed"] == [beach[0]]
+    listed = json.loads(run_cli("collections", "ls", "--json").output)["items"]
+    assert [(c["name"], c["item_count"]) for c in listed] == [("Beach", 1)]
+
+    deleted = run_cli("collections", "delete", "Beach", "--json")
+    assert deleted.exit_code == 0, deleted.output
+    assert json.loads(deleted.output)["deleted"] == details["id"]
+    assert json.loads(run_cli("collections", "ls", "--json").output)["items"] == []

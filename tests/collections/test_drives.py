@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
+import io
 import os
 
+import pytest
+from PIL import Image
+from PIL.ExifTags import IFD, Base
+
 from tests.catalog.helpers import connect, files_by_path, run_active_scan, scan
-from tests.collections.conftest import deliver_catalog_events, jpeg_bytes
+from tests.collections.conftest import deliver_catalog_events, jpeg_bytes, served_at
+
+
+def camera_jpeg(width: int, height: int, taken_at: str, offset: str) -> bytes:
+    """Encode a JPEG whose EXIF DateTimeOriginal is ``taken_at`` ("YYYY:MM:DD HH:MM:SS")."""
+    exif = Image.Exif()
+    details = exif.get_ifd(IFD.Exif)
+    details[Base.DateTimeOriginal] = taken_at
+    details[Base.OffsetTimeOriginal] = offset
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 140, 200)).save(buffer, "JPEG", exif=exif)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def collections_url(collections_app):
+    """Serve the collections app over HTTP and point the settings' COLLECTIONS_URL at it."""
+    with served_at(collections_app, "COLLECTIONS_URL") as url:
+        yield url
 
 
 def scanned_drive(owner, drive_factory, name, files, group=None):
@@ -233,3 +256,81 @@ def test_add_rejects_too_many_matches(owner, curator, drive_factory, monkeypatch
     assert response.status_code == 422
     assert "folder" in response.json["error"]["fields"]
     assert curator.items(collection["id"])["items"] == []
+
+
+def test_renditions_ready_event_fills_items(owner, curator, drive_factory):
+    from workers.tasks.renditions import render_source
+
+    _, source, files = scanned_drive(
+        owner,
+        drive_factory,
+        "CAMERA",
+        {"shot.jpg": camera_jpeg(400, 300, "2022:08:14 17:05:09", "-04:00")},
+    )
+    collection = curator.create("Fresh")
+    file_id = files["shot.jpg"]["id"]
+    curator.add(collection["id"], file_ids=[file_id])
+    before = curator.items(collection["id"])["items"][0]
+    assert before["thumbnail_url"] is None
+    assert before["width"] is None
+
+    assert render_source(source["id"]) == 1
+    deliver_catalog_events()
+
+    item = curator.items(collection["id"])["items"][0]
+    assert item["thumbnail_url"].endswith(f"/api/v1/files/{file_id}/thumbnail")
+    assert item["preview_url"].endswith(f"/api/v1/files/{file_id}/preview")
+    assert (item["width"], item["height"]) == (400, 300)
+    assert item["captured_at"] == "2022-08-14T17:05:09-04:00"
+    assert item["media_type"] == "image/jpeg"
+    assert item["size"] == files["shot.jpg"]["size"]
+    assert item["added_at"] is not None
+    details = curator.get(f"/api/v1/collections/{collection['id']}").json
+    assert details["cover_url"] == item["thumbnail_url"]
+
+
+def test_member_leaving_keeps_collections(owner, curator_factory, drive_factory):
+    _, _, files = scanned_drive(
+        owner, drive_factory, "TEAM", {"a.jpg": jpeg_bytes(), "b.jpg": jpeg_bytes(shade=30)}
+    )
+    editor = owner.add_member("leaving@example.com", "editor")
+    by_editor = curator_factory(editor)
+    collection = by_editor.create("Handover", "made by a member who leaves")
+    ids = [files["a.jpg"]["id"], files["b.jpg"]["id"]]
+    by_editor.add(collection["id"], file_ids=ids)
+    viewer = curator_factory(owner.add_member("stays@example.com", "viewer"))
+    before = viewer.items(collection["id"])
+
+    response = owner.delete(f"/api/v1/members/{editor.user_id}")
+    assert response.status_code == 204, response.json
+    deliver_catalog_events()
+
+    for reader in (curator_factory(owner), viewer):
+        details = reader.get(f"/api/v1/collections/{collection['id']}").json
+        assert details["name"] == "Handover"
+        assert details["description"] == "made by a member who leaves"
+        assert details["created_by"] == editor.user_id
+        assert details["item_count"] == 2
+        page = reader.items(collection["id"])
+        assert page["items"] == before["items"]
+        assert all(item["added_by"] == editor.user_id for item in page["items"])
+
+
+def test_catalog_file_view_lists_collections(owner, curator, drive_factory, collections_url):
+    _, _, files = scanned_drive(
+        owner, drive_factory, "VIEW", {"in.jpg": jpeg_bytes(), "out.jpg": jpeg_bytes(shade=8)}
+    )
+    second = curator.create("Second")
+    first = curator.create("First")
+    curator.add(first["id"], file_ids=[files["in.jpg"]["id"]])
+    curator.add(second["id"], file_ids=[files["in.jpg"]["id"]])
+
+    in_collections = owner.get(f"/api/v1/files/{files['in.jpg']['id']}")
+    assert in_collections.status_code == 200, in_collections.json
+    assert in_collections.json["collections"] == [
+        {"id": first["id"], "name": "First"},
+        {"id": second["id"], "name": "Second"},
+    ]
+    outside = owner.get(f"/api/v1/files/{files['out.jpg']['id']}")
+    assert outside.status_code == 200, outside.json
+    assert outside.json["collections"] == []

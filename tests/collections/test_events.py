@@ -48,6 +48,21 @@ def state_event(owner, shelf, state: str, at: datetime) -> dict:
     }
 
 
+def group_event(owner, group_id: str, visibility: str, at: datetime, source_ids=()) -> dict:
+    return {
+        "id": new_id(),
+        "topic": "catalog.group_changed",
+        "payload": {
+            "org_id": owner.org_id,
+            "group_id": group_id,
+            "visibility": visibility,
+            "members": [owner.user_id],
+            "source_ids": list(source_ids),
+            "at": at.isoformat(),
+        },
+    }
+
+
 def first_item(curator, shelf) -> dict:
     return curator.items(shelf["collection"]["id"])["items"][0]
 
@@ -106,3 +121,31 @@ def test_worker_relay_marks_items_offline(owner, curator, shelf, celery_worker_p
         timeout=30,
         message=f"items to show offline after the relay (worker log: {DATA_DIR / 'worker.log'})",
     )
+
+
+def test_late_group_visibility_does_not_overwrite(owner, curator_factory, shelf):
+    viewer = curator_factory(owner.add_member("viewer@example.com", "viewer"))
+    group_id = shelf["facts"]["group_id"]
+    collection_id = shelf["collection"]["id"]
+    now = datetime.now(timezone.utc)
+
+    assert consume(group_event(owner, group_id, "restricted", now + timedelta(minutes=2)))
+    assert viewer.items(collection_id)["hidden_count"] == 2
+    assert consume(group_event(owner, group_id, "everyone", now + timedelta(minutes=1)))
+    assert viewer.items(collection_id)["hidden_count"] == 2
+    assert consume(group_event(owner, group_id, "everyone", now + timedelta(minutes=3)))
+    assert viewer.items(collection_id)["hidden_count"] == 0
+
+
+def test_late_group_event_keeps_drive_group(owner, curator_factory, shelf):
+    viewer = curator_factory(owner.add_member("viewer@example.com", "viewer"))
+    collection_id = shelf["collection"]["id"]
+    an_hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
+    stale = group_event(
+        owner, new_id(), "restricted", an_hour_ago, source_ids=[shelf["source"]["id"]]
+    )
+
+    assert consume(stale)
+    page = viewer.items(collection_id)
+    assert page["hidden_count"] == 0
+    assert [item["file_id"] for item in page["items"]] == shelf["ids"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import struct
 import sys
 import zlib
@@ -16,13 +15,13 @@ if str(REPOSITORY_ROOT) not in sys.path:
     # Lets `pytest tests/media` import `workers` without an installed package.
     sys.path.insert(0, str(REPOSITORY_ROOT))
 
-DEFAULT_CORPUS_DIR = REPOSITORY_ROOT / ".." / "shared" / "corpus"
+from tests.conftest import corpus_dir as configured_corpus_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:
-    """Directory of the real media corpus, from ARCHIVE_CORPUS_DIR or next to the repository."""
-    directory = Path(os.environ.get("ARCHIVE_CORPUS_DIR", DEFAULT_CORPUS_DIR))
+    """Folder of the real media corpus: ARCHIVE_CORPUS_DIR, or the tests/conftest.py default."""
+    directory = configured_corpus_dir()
     if not (directory / "MANIFEST.tsv").is_file():
         pytest.skip(f"media corpus not found at {directory} (set ARCHIVE_CORPUS_DIR)")
     return directory.resolve()
@@ -55,3 +54,14 @@ def bomb_png(tmp_path: Path) -> Path:
         + chunk(b"IEND", b"")
     )
     return path
+
+
+@pytest.fixture
+def archive(catalog_app, tmp_path: Path):
+    """The ``archive`` command against the catalog app served over HTTP."""
+    from tests.cli.conftest import ArchiveCli
+    from tests.collections.conftest import serve
+
+    server, url = serve(catalog_app)
+    yield ArchiveCli(url=url, config_path=tmp_path / "cli-config.json")
+    server.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from PIL import Image, ImageChops, ImageStat
@@ -40,6 +41,20 @@ EXPECTED_SIZES = {
     "drive-a/broken/corrupted.jpg": (3648, 2736),
 }
 
+# Durations in seconds as the manifest describes the clips.
+EXPECTED_DURATIONS = {
+    "drive-a/Videos/2020-05-11/blue-go-video.mp4": 2.4,
+    "drive-a/Videos/2020-12-christmas/christmas.mp4": 0.8,
+    "drive-a/Videos/2023-09-22/quicktime-hvc1.mov": 1.2,
+    "drive-a/Videos/old/earth.avi": 30,
+    "drive-b/clients/acme/video/big_buck_bunny_432_433.webm": 1.0,
+    "drive-b/clients/acme/video/chaplin.mp4": 9.6,
+    "drive-b/clients/acme/video/sample.mkv": 1.07,
+}
+
+# A size such as "640x480" in a manifest description.
+_MANIFEST_SIZE = re.compile(r"\b(\d{2,5})x(\d{2,5})\b")
+
 BROKEN_WITH_ERROR = ("drive-a/broken/truncated_jpeg.jpg", "drive-a/broken/empty.jpg")
 
 
@@ -73,6 +88,43 @@ def test_corpus_displayed_sizes(corpus_dir, manifest):
             width,
             height,
         ), relative_path
+
+
+def test_manifest_sizes_all_checked(manifest):
+    # The manifest gives the stored or the displayed size, so either order matches.
+    for row in manifest:
+        match = _MANIFEST_SIZE.search(row["what_it_exercises"])
+        if match is None:
+            continue
+        listed = (int(match.group(1)), int(match.group(2)))
+        assert row["path"] in EXPECTED_SIZES, row["path"]
+        assert EXPECTED_SIZES[row["path"]] in (listed, listed[::-1]), row["path"]
+
+
+def test_corpus_video_durations(corpus_dir):
+    for relative_path, seconds in EXPECTED_DURATIONS.items():
+        info = analyze(str(corpus_dir / relative_path)).info
+        assert info["duration"] == pytest.approx(seconds, rel=0.05, abs=0.05), relative_path
+
+
+def test_audio_codec_standard_name(corpus_dir):
+    info = analyze(str(corpus_dir / "drive-b/clients/acme/video/chaplin.mp4")).info
+    assert info["video_codec"] == "h264"
+    assert info["audio_codec"] == "mp3"
+
+
+def test_display_p3_converted_to_srgb(corpus_dir, tmp_path):
+    with Image.open(corpus_dir / "drive-a/Photos/2023/iphone_15_pro.heic") as photo:
+        display_p3 = photo.info["icc_profile"]
+    path = tmp_path / "p3.png"
+    Image.new("RGB", (64, 64), (40, 200, 60)).save(path, icc_profile=display_p3)
+    result = analyze(str(path))
+    assert result.info["colour_space"] == "Display P3"
+    red, green, blue = _open(result.thumbnail).convert("RGB").getpixel((32, 32))
+    # littleCMS maps Display P3 (40, 200, 60) to sRGB (0, 204, 12).
+    assert red < 10
+    assert 195 < green < 215
+    assert blue < 25
 
 
 def test_corpus_renditions_fit_and_keep_aspect(corpus_dir):

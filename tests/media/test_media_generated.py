@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import http.server
 import io
+import struct
 import threading
 
 import av
 import numpy
 import pytest
-from PIL import Image, ImageStat
+from PIL import Image, ImageStat, TiffImagePlugin, TiffTags
 from PIL.ExifTags import GPS, IFD, Base
 
 from workers.media.analyze import analyze
+from workers.media.detect import sniff
 from workers.media.images import PixelLimitError
 
 
@@ -45,6 +47,7 @@ def _camera_exif() -> Image.Exif:
     details[Base.FNumber] = 2.8
     details[Base.ISOSpeedRatings] = 400
     details[Base.FocalLength] = 35.0
+    details[Base.LensModel] = "TestLens 35mm F2"
     gps = exif.get_ifd(IFD.GPSInfo)
     gps[GPS.GPSLatitudeRef] = "S"
     gps[GPS.GPSLatitude] = (33.0, 51.0, 36.0)
@@ -67,6 +70,8 @@ def test_jpeg_exif_metadata(tmp_path):
     assert result.info["aperture"] == 2.8
     assert result.info["iso"] == 400
     assert result.info["focal_length"] == 35
+    assert result.info["lens"] == "TestLens 35mm F2"
+    assert result.info["orientation"] == 6
     assert result.info["gps"]["latitude"] == pytest.approx(-33.86)
     assert result.info["gps"]["longitude"] == pytest.approx(151.2)
     assert result.info["gps"]["altitude"] == 12.5
@@ -320,6 +325,157 @@ def test_svg_size_from_view_box(tmp_path):
     )
     result = analyze(str(path))
     assert (result.info["width"], result.info["height"]) == (48, 24)
+
+
+def _psd_bytes(width: int, height: int, composite: tuple, layers: list[tuple]) -> bytes:
+    """Encode an uncompressed 8-bit RGB Photoshop file with one solid layer per colour."""
+
+    def planes(colour: tuple) -> list[bytes]:
+        return [bytes([value]) * (width * height) for value in colour]
+
+    records, channel_data = b"", b""
+    for colour in layers:
+        records += struct.pack(">iiiiH", 0, 0, height, width, 3)
+        for channel_id, plane in enumerate(planes(colour)):
+            records += struct.pack(">hI", channel_id, len(plane) + 2)
+            channel_data += struct.pack(">H", 0) + plane
+        # No layer mask, no blending ranges, and the name "L" padded to 4 bytes.
+        extra = struct.pack(">II", 0, 0) + b"\x01L\x00\x00"
+        records += b"8BIMnorm" + bytes([255, 0, 0, 0]) + struct.pack(">I", len(extra)) + extra
+    layer_info = struct.pack(">h", len(layers)) + records + channel_data
+    layer_info += b"\x00" * (len(layer_info) % 2)
+    layer_section = struct.pack(">I", len(layer_info)) + layer_info + struct.pack(">I", 0)
+    header = b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, height, width, 8, 3)
+    return (
+        header
+        + struct.pack(">II", 0, 0)
+        + struct.pack(">I", len(layer_section))
+        + layer_section
+        + struct.pack(">H", 0)
+        + b"".join(planes(composite))
+    )
+
+
+def _save_with_pillow(file_format: str, **options):
+    def write(path, image):
+        image.save(path, format=file_format, **options)
+
+    return write
+
+
+def _save_cmyk_tiff(path, image):
+    image.convert("CMYK").save(path, format="TIFF")
+
+
+def _save_animated_webp(path, image):
+    blue = Image.new("RGB", image.size, (0, 0, 255))
+    image.save(path, format="WEBP", save_all=True, append_images=[blue], duration=100)
+
+
+def _save_layered_psd(path, image):
+    layers = [(0, 0, 255), (0, 255, 0)]
+    path.write_bytes(_psd_bytes(*image.size, image.getpixel((0, 0)), layers))
+
+
+@pytest.mark.parametrize(
+    "name, write, media_type",
+    [
+        ("photo.avif", _save_with_pillow("AVIF"), "image/avif"),
+        ("photo.heic", _save_with_pillow("HEIF"), "image/heic"),
+        ("photo.bmp", _save_with_pillow("BMP"), "image/bmp"),
+        ("photo.webp", _save_with_pillow("WEBP"), "image/webp"),
+        ("cmyk.tiff", _save_cmyk_tiff, "image/tiff"),
+        ("animated.webp", _save_animated_webp, "image/webp"),
+        ("layers.psd", _save_layered_psd, "image/vnd.adobe.photoshop"),
+    ],
+)
+def test_still_format_renditions(tmp_path, name, write, media_type):
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    path = tmp_path / name
+    write(path, Image.new("RGB", (120, 80), (210, 30, 40)))
+    result = analyze(str(path))
+    assert result.media_type == media_type
+    assert result.error is None
+    assert (result.info["width"], result.info["height"]) == (120, 80)
+    thumbnail = _open(result.thumbnail)
+    assert thumbnail.size == (120, 80)
+    # The first frame or the flattened composite, in its own colours.
+    red, green, blue = _mean_rgb(thumbnail)
+    assert red > 170
+    assert green < 70
+    assert blue < 80
+
+
+def test_non_video_mov_is_other(tmp_path):
+    text = tmp_path / "notes.mov"
+    text.write_text("these notes were saved with the wrong extension\n" * 20)
+    noise = tmp_path / "noise.mov"
+    noise.write_bytes(bytes((index * 97 + 13) % 251 for index in range(6000)))
+    for path in (text, noise):
+        result = analyze(str(path))
+        assert result.kind == "other", path.name
+        assert result.thumbnail is None, path.name
+        assert result.error is None, path.name
+
+
+def test_text_with_sync_bytes_is_text(tmp_path):
+    # "G" is the MPEG transport stream sync byte, 188 bytes apart in a .ts file.
+    path = tmp_path / "README"
+    path.write_text("Getting started" + "." * 173 + "Go on" + "." * 300)
+    result = analyze(str(path))
+    assert result.media_type == "text/plain"
+    assert result.kind == "other"
+
+
+def test_plain_tiff_not_taken_for_dng(tmp_path):
+    path = tmp_path / "scan.tif"
+    pixels = numpy.zeros((40, 60, 3), dtype=numpy.uint8)
+    # The bytes of the DNGVersion tag number (50706) in the pixel data.
+    pixels[:, :, 0], pixels[:, :, 1], pixels[:, :, 2] = 0xC6, 0x12, 0x80
+    Image.fromarray(pixels).save(path)
+    result = analyze(str(path))
+    assert result.media_type == "image/tiff"
+    assert result.error is None
+    assert result.thumbnail is not None
+
+
+def test_raw_headers_without_extension(tmp_path):
+    path = tmp_path / "raw.tif"
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[50706] = b"\x01\x04\x00\x00"
+    tags.tagtype[50706] = TiffTags.BYTE
+    Image.new("RGB", (16, 16)).save(path, tiffinfo=tags)
+    assert sniff(path.read_bytes()[:8192], "IMG_0001") == ("image/x-adobe-dng", "image")
+    canon_header = b"II*\x00\x10\x00\x00\x00CR\x02\x00" + bytes(500)
+    assert sniff(canon_header, "IMG_0002") == ("image/x-canon-cr2", "image")
+
+
+@pytest.mark.parametrize("packet_size", [188, 192])
+def test_transport_stream_frame(tmp_path, packet_size):
+    path = tmp_path / "clip.mts"
+    options = {"mpegts_m2ts_mode": "1"} if packet_size == 192 else {}
+    with av.open(str(path), "w", format="mpegts", options=options) as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for index in range(30):
+            # Frame i has grey level 8 * i, so the thumbnail's grey level identifies the frame.
+            pixels = numpy.full((48, 64, 3), index * 8, dtype=numpy.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    assert path.read_bytes()[packet_size - 188 :: packet_size][:3] == b"GGG"
+
+    result = analyze(str(path))
+    assert result.media_type == "video/mp2t"
+    assert result.error is None
+    assert result.info["duration"] == pytest.approx(3.0, abs=0.2)
+    assert (result.info["width"], result.info["height"]) == (64, 48)
+    # 10 % of 3 s is frame 3, grey level 24, counted from the stream's start time.
+    luma = ImageStat.Stat(_open(result.thumbnail).convert("L")).mean[0]
+    assert 20 < luma < 28
 
 
 def _write_video(path, *, width, height, frames, rotation, black_frames=0):

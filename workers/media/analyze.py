@@ -256,7 +256,9 @@ def _analyze_image(path: str | bytes, result: MediaResult, options: _Options) ->
             info["frames"] = frame_count
         elif image.format == "TIFF" and frame_count > 1:
             info["page_count"] = frame_count
-        if frame_count > 1:
+        if frame_count > 1 and image.format != "PSD":
+            # Pillow numbers PSD frames from 1 as layers, and the PSD image as
+            # opened is the flattened composite, so only other formats rewind.
             image.seek(0)
 
         icc_profile = image.info.get("icc_profile")

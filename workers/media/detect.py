@@ -6,6 +6,8 @@ already read for the fingerprint, so it must be cheap and never raise.
 
 from __future__ import annotations
 
+import struct
+
 HEAD_BYTES = 8192
 
 # ISO base media brands (ftyp) that libmagic and filetype misreport or miss.
@@ -46,8 +48,25 @@ def _ftyp(head: bytes) -> str | None:
     return "video/mp4"
 
 
+# DNGVersion, the TIFF tag that marks a DNG file in its first IFD.
+_DNG_VERSION_TAG = 50706
+
+
+def _first_ifd_tags(head: bytes) -> set[int]:
+    """Return the tag numbers of the first IFD's entries that lie within ``head``."""
+    order = "<" if head[:2] == b"II" else ">"
+    (offset,) = struct.unpack_from(order + "I", head, 4)
+    if offset < 8 or offset + 2 > len(head):
+        return set()
+    (count,) = struct.unpack_from(order + "H", head, offset)
+    tags = set()
+    for entry in range(offset + 2, min(offset + 2 + 12 * count, len(head) - 1), 12):
+        tags.add(struct.unpack_from(order + "H", head, entry)[0])
+    return tags
+
+
 def _tiff_family(head: bytes, name: str) -> str | None:
-    if head[:4] not in (b"II*\x00", b"MM\x00*"):
+    if head[:4] not in (b"II*\x00", b"MM\x00*") or len(head) < 8:
         return None
     lowered = name.lower()
     raw = {
@@ -60,9 +79,12 @@ def _tiff_family(head: bytes, name: str) -> str | None:
     for suffix, media_type in raw.items():
         if lowered.endswith(suffix):
             return media_type
-    if b"\xc6\x12" in head[:4096] or b"\x12\xc6" in head[:4096]:
-        # DNGVersion tag (50706) present in the first IFD.
+    if head[8:12] == b"CR\x02\x00":
+        return "image/x-canon-cr2"
+    if _DNG_VERSION_TAG in _first_ifd_tags(head):
         return "image/x-adobe-dng"
+    # NOTE: NEF and ARW files without their extension are catalogued as TIFF,
+    # because they start with a plain TIFF header.
     return "image/tiff"
 
 
@@ -133,6 +155,23 @@ def _bmp(head: bytes) -> str | None:
     return None
 
 
+# MPEG transport streams start every packet with the sync byte "G". Packets
+# are 188 bytes long in .ts files. In the .m2ts and .mts files of AVCHD
+# cameras they are 192 bytes long and begin with a 4-byte time code.
+_TS_SYNC = 0x47
+_TS_MIN_PACKETS = 3
+
+
+def _is_transport_stream(head: bytes) -> bool:
+    for first_sync, packet_size in ((0, 188), (4, 192)):
+        sync_bytes = head[first_sync::packet_size]
+        if len(sync_bytes) < _TS_MIN_PACKETS:
+            continue
+        if all(byte == _TS_SYNC for byte in sync_bytes):
+            return True
+    return False
+
+
 # The signatures of _MAGIC by their first byte, so a file is compared only
 # with those that can match it.
 _MAGIC_BY_FIRST_BYTE: dict[int, tuple] = {}
@@ -161,9 +200,7 @@ def sniff(head: bytes, name: str = "") -> tuple[str, str]:
             media_type = "image/vnd.adobe.photoshop"
         elif head[:4] == b"\x1a\x45\xdf\xa3":
             media_type = "video/webm" if b"webm" in head[:64] else "video/x-matroska"
-        elif head[:1] == b"G" and len(head) > 188 and head[188:189] == b"G":
-            media_type = "video/mp2t"
-        elif len(head) > 196 and head[4:5] == b"G" and head[196:197] == b"G":
+        elif _is_transport_stream(head):
             media_type = "video/mp2t"
     # NOTE: a generic matcher such as the filetype package costs about 80 us
     # per file in pure Python, several times the whole cost of a file in a

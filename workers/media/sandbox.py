@@ -124,7 +124,7 @@ def run_isolated(
             finally:
                 helper.stop()
     except ChildFailure as failure:
-        return _failure_result(path, str(failure), options)
+        return failure_result(path, str(failure), options)
     return _result_from_json(response)
 
 
@@ -138,7 +138,8 @@ def _shared_helper(memory_mb: int) -> _Helper:
         return helper
 
 
-def _failure_result(path: str | bytes, message: str, options: dict):
+def failure_result(path: str | bytes, message: str, options: dict | None = None):
+    """Return a ``MediaResult`` with ``message`` as its error and a sniffed media type."""
     from workers.media.analyze import MediaResult
 
     try:
@@ -150,7 +151,7 @@ def _failure_result(path: str | bytes, message: str, options: dict):
     return MediaResult(
         media_type=media_type,
         kind=kind,
-        rendition_format=options.get("rendition_format", "webp"),
+        rendition_format=(options or {}).get("rendition_format", "webp"),
         error=message,
     )
 

@@ -78,6 +78,11 @@ def _stream_rotation(stream: av.video.stream.VideoStream) -> int:
         return 0
 
 
+def _codec_name(stream: av.stream.Stream) -> str:
+    """Return the codec's standard name ("mp3"), not its decoder's ("mp3float")."""
+    return stream.codec_context.codec.canonical_name
+
+
 def read_container_info(container: av.container.InputContainer) -> dict:
     """Return duration, codecs, frame rate, creation time and location of a media file."""
     info: dict = {}
@@ -87,7 +92,7 @@ def read_container_info(container: av.container.InputContainer) -> dict:
     video = container.streams.video[0] if container.streams.video else None
     audio = container.streams.audio[0] if container.streams.audio else None
     if video is not None:
-        info["video_codec"] = video.codec_context.name
+        info["video_codec"] = _codec_name(video)
         rate = video.average_rate or video.guessed_rate
         if rate and video.guessed_rate and rate > 1.5 * video.guessed_rate:
             # Matroska streams with a 1 ms time base report an average of 1000 fps.
@@ -97,7 +102,7 @@ def read_container_info(container: av.container.InputContainer) -> dict:
         if "duration" not in info and video.duration and video.time_base:
             info["duration"] = round(float(video.duration * video.time_base), 3)
     if audio is not None:
-        info["audio_codec"] = audio.codec_context.name
+        info["audio_codec"] = _codec_name(audio)
         if "duration" not in info and audio.duration and audio.time_base:
             info["duration"] = round(float(audio.duration * audio.time_base), 3)
 
@@ -149,18 +154,23 @@ def grab_frame(
     The decoder seeks to the keyframe before the target and decodes forward to
     the target time. When that frame is almost black (fade-ins, lens caps) it
     keeps decoding, up to ``MAX_DECODED_FRAMES`` frames, for a brighter one.
-    Returns None when the file has no decodable video frame.
+    When the seek leaves no frame to decode, decoding starts again from the
+    beginning. Returns None when the file has no decodable video frame.
     """
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     # One thread per decoder, because scan workers already run one process per core.
     stream.codec_context.thread_count = 1
 
-    target_seconds = 0.0
-    if container.duration and container.duration > 0:
-        target_seconds = container.duration / av.time_base * FRAME_POSITION
     time_base = stream.time_base or Fraction(1, av.time_base)
-    if target_seconds > 0:
+    # Frame times count from the stream's start time, which is not zero in
+    # MPEG transport streams.
+    start_seconds = float(stream.start_time * time_base) if stream.start_time else 0.0
+    target_seconds = start_seconds
+    if container.duration and container.duration > 0:
+        target_seconds += container.duration / av.time_base * FRAME_POSITION
+    sought = target_seconds > start_seconds
+    if sought:
         try:
             container.seek(
                 int(target_seconds / time_base), stream=stream, backward=True
@@ -168,6 +178,43 @@ def grab_frame(
         except av.error.FFmpegError:
             container.seek(0)
 
+    chosen, chosen_image = _decode_near(container, stream, target_seconds, max_side)
+    if chosen is None and sought:
+        # FFmpeg's seek in MPEG transport streams without an index can land
+        # past the last keyframe of a short file.
+        container.seek(0)
+        chosen, chosen_image = _decode_near(
+            container, stream, target_seconds, max_side
+        )
+    if chosen is None or chosen_image is None:
+        return None
+
+    rotation = (
+        _normalised_rotation(chosen.rotation)
+        if chosen.rotation
+        else _stream_rotation(stream)
+    )
+    if rotation:
+        # Pillow's rotate() turns counter-clockwise, as the display matrix angle does.
+        # NOTE: mirroring in the display matrix is not applied.
+        chosen_image = chosen_image.rotate(rotation, expand=True)
+    return VideoFrame(image=chosen_image, rotation=rotation)
+
+
+def _decode_near(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    target_seconds: float,
+    max_side: int,
+) -> tuple[av.VideoFrame | None, Image.Image | None]:
+    """Decode forward to the first frame from ``target_seconds`` on that is not almost black.
+
+    Returns that frame and its image scaled to ``max_side``. When the stream
+    ends first, returns the last frame decoded, and ``(None, None)`` when no
+    frame decodes. Raises the decoder's error when it fails before the first
+    frame.
+    """
+    time_base = stream.time_base or Fraction(1, av.time_base)
     passed_frame: av.VideoFrame | None = None
     chosen: av.VideoFrame | None = None
     chosen_image: Image.Image | None = None
@@ -195,19 +242,7 @@ def grab_frame(
     except (av.error.FFmpegError, ValueError):
         if passed_frame is None:
             raise
-    if chosen is None or chosen_image is None:
+    if chosen is None and passed_frame is not None:
         # The stream ended before the target time: use the last frame decoded.
-        if passed_frame is None:
-            return None
         chosen, chosen_image = passed_frame, _to_image(passed_frame, max_side)
-
-    rotation = (
-        _normalised_rotation(chosen.rotation)
-        if chosen.rotation
-        else _stream_rotation(stream)
-    )
-    if rotation:
-        # Pillow's rotate() turns counter-clockwise, as the display matrix angle does.
-        # NOTE: mirroring in the display matrix is not applied.
-        chosen_image = chosen_image.rotate(rotation, expand=True)
-    return VideoFrame(image=chosen_image, rotation=rotation)
+    return chosen, chosen_image

@@ -39,7 +39,7 @@ def render_source(source_id: str) -> int:
     content version is still the one that was read, so a file changed
     meanwhile is left pending for the next run.
     """
-    from workers.media.sandbox import analyze_isolated
+    from workers.media.sandbox import analyze_isolated, failure_result
 
     with session_scope("catalog") as session:
         source = session.get(Source, source_id)
@@ -59,9 +59,18 @@ def render_source(source_id: str) -> int:
     done_ids = []
     for row in rows:
         path = os.path.join(os.fsencode(root), row.path_bytes)
-        result = analyze_isolated(
-            path, timeout_s=RENDITION_TIMEOUT_S, memory_mb=RENDITION_MEMORY_MB
-        )
+        try:
+            result = analyze_isolated(
+                path, timeout_s=RENDITION_TIMEOUT_S, memory_mb=RENDITION_MEMORY_MB
+            )
+        except Exception as error:
+            # A fault in the analysis code fails this file alone. Left pending,
+            # the file would come first in every later batch, so no later file
+            # of the drive would get renditions.
+            log.error(
+                "rendition_analysis_failed", file_id=row.id, source_id=source_id, error=str(error)
+            )
+            result = failure_result(path, f"analysis failed: {error}")
         try:
             thumb_key = _store_rendition("thumbnails", result.thumbnail, result.rendition_format)
             preview_key = _store_rendition("previews", result.preview, result.rendition_format)

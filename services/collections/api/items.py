@@ -170,7 +170,7 @@ def add_items(session, principal: Principal, collection_id: str, data: dict) -> 
 
     collection = get_collection(session, principal, collection_id, lock=True)
     upsert_files(session, facts, seen_at=seen_at)
-    upsert_groups(session, principal.org_id, visibilities)
+    upsert_groups(session, principal.org_id, visibilities, seen_at)
     found_ids = [f["id"] for f in facts]
     present = set()
     for start in range(0, len(found_ids), 5000):

@@ -1,0 +1,109 @@
+"""The rendition task over scanned drives: progress counts, offline drives and broken files."""
+
+from __future__ import annotations
+
+from tests.catalog.helpers import connect, files_by_path, run_active_scan
+from tests.collections.conftest import jpeg_bytes
+from workers.tasks.renditions import render_source
+
+
+def file_details(owner) -> dict[str, dict]:
+    """Return the file view of every catalogued file, by path."""
+    return {
+        path: owner.get(f"/api/v1/files/{item['id']}").json
+        for path, item in files_by_path(owner).items()
+    }
+
+
+def test_pending_renditions_wait_for_drive(owner, archive, drive_factory):
+    root = drive_factory(
+        "CARD",
+        {"a.jpg": jpeg_bytes(), "b.jpg": jpeg_bytes(shade=50), "notes.txt": b"shot list"},
+    )
+    source = connect(owner, root, name="CARD")
+    run_active_scan(owner, source)
+    assert owner.get(f"/api/v1/sources/{source['id']}").json["renditions_pending"] == 2
+
+    listed = archive.run_json("drives", "list", "--json", token=owner.token)["items"]
+    assert [(d["name"], d["renditions_pending"]) for d in listed] == [("CARD", 2)]
+    # Wide enough that rich prints each table row on one line.
+    table = archive.run("drives", "list", token=owner.token, env={"COLUMNS": "250"})
+    assert table.exit_code == 0, table.output
+    lines = table.output.splitlines()
+    # Line 0 is the table's top border, line 1 its header, line 2 a rule, line 3 the first row.
+    header = [cell.strip() for cell in lines[1].split("┃")]
+    row = [cell.strip() for cell in lines[3].split("│")]
+    assert row[header.index("name")] == "CARD"
+    assert row[header.index("renditions pending")] == "2"
+
+    # Work for an offline drive waits, and is done once the drive is back.
+    response = owner.post(f"/api/v1/sources/{source['id']}/disconnect")
+    assert response.status_code == 200, response.json
+    assert render_source(source["id"]) == 0
+    assert owner.get(f"/api/v1/sources/{source['id']}").json["renditions_pending"] == 2
+
+    source = connect(owner, root, name="CARD")
+    assert run_active_scan(owner, source)["counts"]["unchanged"] == 3
+    assert render_source(source["id"]) == 2
+    assert owner.get(f"/api/v1/sources/{source['id']}").json["renditions_pending"] == 0
+    listed = archive.run_json("drives", "list", "--json", token=owner.token)["items"]
+    assert listed[0]["renditions_pending"] == 0
+
+
+def test_broken_files_fail_alone(owner, drive_factory, bomb_png):
+    good = jpeg_bytes(160, 120)
+    root = drive_factory(
+        "BROKEN",
+        {
+            "good.jpg": good,
+            "truncated.jpg": good[: len(good) // 2],
+            "garbage.jpg": b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8,
+            "bomb.png": bomb_png.read_bytes(),
+            "empty.jpg": b"",
+        },
+    )
+    source = connect(owner, root, name="BROKEN")
+    run_active_scan(owner, source)
+
+    assert render_source(source["id"]) == 4
+    files = file_details(owner)
+    assert files["good.jpg"]["rendition_state"] == "done"
+    assert files["good.jpg"]["error"] is None
+    assert files["good.jpg"]["thumbnail_url"] is not None
+    assert files["good.jpg"]["metadata"]["width"] == 160
+    assert files["good.jpg"]["metadata"]["height"] == 120
+    # Part of the picture decodes, so it gets renditions and its error.
+    assert files["truncated.jpg"]["rendition_state"] == "done"
+    assert "truncated" in files["truncated.jpg"]["error"]
+    assert files["truncated.jpg"]["thumbnail_url"] is not None
+    assert files["garbage.jpg"]["rendition_state"] == "failed"
+    assert files["garbage.jpg"]["error"].startswith("invalid image/jpeg file")
+    assert files["garbage.jpg"]["thumbnail_url"] is None
+    assert files["bomb.png"]["rendition_state"] == "failed"
+    assert files["bomb.png"]["error"].startswith("decompression bomb:")
+    assert files["empty.jpg"]["rendition_state"] == "none"
+    assert files["empty.jpg"]["media_type"] == "inode/x-empty"
+    assert owner.get(f"/api/v1/sources/{source['id']}").json["renditions_pending"] == 0
+
+
+def test_analysis_fault_fails_one_file(owner, drive_factory, monkeypatch):
+    import workers.media.sandbox as sandbox
+
+    real_analyze = sandbox.analyze_isolated
+
+    def faulty_analyze(path, **options):
+        if path.endswith(b"a-fault.jpg"):
+            raise RuntimeError("analysis raised KeyError: 'width'")
+        return real_analyze(path, **options)
+
+    monkeypatch.setattr(sandbox, "analyze_isolated", faulty_analyze)
+    root = drive_factory("FAULT", {"a-fault.jpg": jpeg_bytes(), "b-fine.jpg": jpeg_bytes(shade=90)})
+    source = connect(owner, root, name="FAULT")
+    run_active_scan(owner, source)
+
+    assert render_source(source["id"]) == 2
+    files = file_details(owner)
+    assert files["a-fault.jpg"]["rendition_state"] == "failed"
+    assert files["a-fault.jpg"]["error"] == "analysis failed: analysis raised KeyError: 'width'"
+    assert files["b-fine.jpg"]["rendition_state"] == "done"
+    assert owner.get(f"/api/v1/sources/{source['id']}").json["renditions_pending"] == 0
