@@ -209,7 +209,8 @@ class File(Base):
     first_seen_at = mapped_column(UTCDateTime, default=utcnow)
     updated_at = mapped_column(UTCDateTime, default=utcnow)
     content_version: Mapped[int] = mapped_column(Integer, default=1)
-    # Rendition work: "pending", "done", "failed" or "none" (not visual).
+    # Metadata and rendition work: "pending", "done", "failed" or "none"
+    # (a kind that is not analyzed).
     rendition_state: Mapped[str] = mapped_column(String(20), default="pending")
     media_info: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     thumbnail_key: Mapped[str | None] = mapped_column(Text, nullable=True)

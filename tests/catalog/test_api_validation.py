@@ -272,14 +272,18 @@ def test_writes_reject_malformed_bodies(world):
         if problem := rejection_problem(array, "_schema"):
             problems.append(f"{method} {path} with a JSON array: {problem}")
 
+        # A body of another type is rejected as such, never read as no body.
+        form = send(path, data='{"name": "x"}', content_type="text/plain")
+        if problem := rejection_problem(form, "Content-Type"):
+            problems.append(f"{method} {path} with a text body: {problem}")
+        elif form.status_code != 415:
+            problems.append(f"{method} {path} with a text body: status {form.status_code}")
+
         required = schema.get("required", [])
         if required:
             empty = send(path, data="", content_type="application/json")
             if problem := rejection_problem(empty, required[0]):
                 problems.append(f"{method} {path} with an empty body: {problem}")
-            form = send(path, data="plain text", content_type="text/plain")
-            if problem := rejection_problem(form, required[0]):
-                problems.append(f"{method} {path} with a text body: {problem}")
     assert problems == [], "\n".join(problems)
 
 

@@ -107,3 +107,32 @@ def test_analysis_fault_fails_one_file(owner, drive_factory, monkeypatch):
     assert files["a-fault.jpg"]["error"] == "analysis failed: analysis raised KeyError: 'width'"
     assert files["b-fine.jpg"]["rendition_state"] == "done"
     assert owner.get(f"/api/v1/sources/{source['id']}").json["renditions_pending"] == 0
+
+
+def wav_bytes(seconds: float, rate: int = 8000) -> bytes:
+    """Encode a silent mono 16-bit PCM WAV of ``seconds``."""
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as sound:
+        sound.setnchannels(1)
+        sound.setsampwidth(2)
+        sound.setframerate(rate)
+        sound.writeframes(b"\x00\x00" * int(seconds * rate))
+    return buffer.getvalue()
+
+
+def test_audio_files_get_metadata(owner, drive_factory):
+    root = drive_factory("SOUND", {"take-1.wav": wav_bytes(1.5)})
+    source = connect(owner, root, name="SOUND")
+    run_active_scan(owner, source)
+    assert owner.get(f"/api/v1/sources/{source['id']}").json["renditions_pending"] == 1
+
+    assert render_source(source["id"]) == 1
+    take = file_details(owner)["take-1.wav"]
+    assert take["kind"] == "audio"
+    assert take["rendition_state"] == "done"
+    assert take["thumbnail_url"] is None
+    assert take["metadata"]["duration"] == 1.5
+    assert take["metadata"]["audio_codec"] == "pcm_s16le"

@@ -64,7 +64,10 @@ KNOWN_COLUMNS = (
     KNOWN_PRESENCE, KNOWN_PATH_BYTES, KNOWN_PATH_HASH, KNOWN_ID, KNOWN_FINGERPRINT,
     KNOWN_FOLDER_HASH,
 ) = range(4, 10)
-VISUAL_KINDS = ("image", "video", "document")
+# Kinds of file whose metadata the rendition task reads. Audio files get no
+# renditions, but their duration and codec are read.
+ANALYZED_KINDS = ("image", "video", "document", "audio")
+_ANALYZED_SQL = ", ".join(f"'{kind}'" for kind in ANALYZED_KINDS)
 ROOT_FOLDER_HASH = path_hash(b"")
 HEARTBEAT_SECONDS = 2.0
 MAX_ISSUES = 10_000
@@ -564,7 +567,7 @@ class Scanner:
                 folder_hash, name, name.lower(), _extension(name), entry.size,
                 entry.mtime_ns, entry.ctime_ns, entry.inode, fingerprint, media_type,
                 kind, "present", now, now, 1,
-                "pending" if kind in VISUAL_KINDS else "none", error,
+                "pending" if kind in ANALYZED_KINDS else "none", error,
             ))  # fmt: skip
             self.first_scan_new += 1
             if not listing.complete:
@@ -806,7 +809,7 @@ class Scanner:
         content_columns = (
             "fingerprint = e.fingerprint, media_type = e.media_type, kind = e.kind, "
             "checksum = NULL, content_version = files.content_version + 1, "
-            "rendition_state = CASE WHEN e.kind IN ('image', 'video', 'document') "
+            f"rendition_state = CASE WHEN e.kind IN ({_ANALYZED_SQL}) "
             "THEN 'pending' ELSE 'none' END, media_info = NULL, "
             "thumbnail_key = NULL, preview_key = NULL, error = e.error"
         )
@@ -830,7 +833,7 @@ class Scanner:
     def _insert_new(self, conn: Connection, params: dict) -> None:
         conn.execute(
             text(
-                """
+                f"""
                 INSERT INTO files (
                     id, org_id, source_id, path, path_bytes, path_hash, folder,
                     folder_hash, name, name_lower, extension, size, mtime_ns,
@@ -842,7 +845,7 @@ class Scanner:
                        e.folder, e.folder_hash, e.name, e.name_lower, e.extension,
                        e.size, e.mtime_ns, e.ctime_ns, e.inode, e.fingerprint,
                        e.media_type, e.kind, 'present', :now, :now, 1,
-                       CASE WHEN e.kind IN ('image', 'video', 'document')
+                       CASE WHEN e.kind IN ({_ANALYZED_SQL})
                             THEN 'pending' ELSE 'none' END,
                        e.error
                 FROM scan_entries e
