@@ -136,3 +136,40 @@ def test_audio_files_get_metadata(owner, drive_factory):
     assert take["thumbnail_url"] is None
     assert take["metadata"]["duration"] == 1.5
     assert take["metadata"]["audio_codec"] == "pcm_s16le"
+
+
+def test_batches_continue_after_last_id(owner, drive_factory, monkeypatch):
+    from sqlalchemy import update
+
+    import workers.tasks.checksums as checksums
+    import workers.tasks.renditions as renditions
+    from core.db import session_scope
+    from services.catalog.models import File
+
+    root = drive_factory("CHAIN", {f"f{i}.jpg": jpeg_bytes(shade=i * 20) for i in range(5)})
+    source = connect(owner, root, name="CHAIN")
+    run_active_scan(owner, source)
+    first_id = min(item["id"] for item in files_by_path(owner).values())
+    # After the first batch, its first file waits again, as a file whose
+    # rendition could not be stored does. The next batches must not go back
+    # to it, or a drive whose files are mostly done is read again per batch.
+    steps = (
+        (renditions, renditions.render_source, {"rendition_state": "pending"}),
+        (checksums, checksums.checksum_source, {"checksum": None}),
+    )
+    for module, task, undone in steps:
+        monkeypatch.setattr(module, "BATCH", 2)
+        queued = []
+        monkeypatch.setattr(task, "apply_async", lambda args, queue: queued.append(args))
+        done = [task(source["id"])]
+        with session_scope("catalog") as session:
+            session.execute(update(File).where(File.id == first_id).values(**undone))
+        while queued:
+            done.append(task(*queued.pop()))
+        assert done == [2, 2, 1]
+
+    files = file_details(owner)
+    waiting = [f["id"] for f in files.values() if f["rendition_state"] != "done"]
+    assert waiting == [first_id]
+    without_checksum = [f["id"] for f in files.values() if not f["checksum"]]
+    assert without_checksum == [first_id]

@@ -18,10 +18,12 @@ BATCH = 100
 
 
 @celery_app.task(name="checksums.source", acks_late=True, ignore_result=True)
-def checksum_source(source_id: str) -> int:
-    """Checksum up to ``BATCH`` files, then queue the next batch if any remain.
+def checksum_source(source_id: str, after: str = "") -> int:
+    """Checksum up to ``BATCH`` files with ids above ``after``, then queue the next batch.
 
-    A file whose size or mtime changed since the scan is left for the next
+    The next batch starts after this batch's last id, so a drive whose
+    files are mostly done is not read from its first file again for every
+    batch. A file whose size or mtime changed since the scan is left for the next
     scan. The update only applies while the file's content version is the
     one that was read, so running twice or concurrently is harmless.
     """
@@ -39,6 +41,7 @@ def checksum_source(source_id: str) -> int:
                 File.presence == "present",
                 File.checksum.is_(None),
                 File.fingerprint != "",
+                File.id > after,
             )
             .order_by(File.id)
             .limit(BATCH)
@@ -61,7 +64,7 @@ def checksum_source(source_id: str) -> int:
             )
         done += 1
     if len(rows) == BATCH and done:
-        checksum_source.apply_async(args=[source_id], queue=drive_queue(host))
+        checksum_source.apply_async(args=[source_id, rows[-1].id], queue=drive_queue(host))
     return done
 
 

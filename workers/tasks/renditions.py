@@ -32,11 +32,13 @@ def _store_rendition(prefix: str, data: bytes | None, fmt: str) -> str | None:
 
 
 @celery_app.task(name="renditions.source", acks_late=True, ignore_result=True)
-def render_source(source_id: str) -> int:
+def render_source(source_id: str, after: str = "") -> int:
     """Make metadata and renditions for a batch of pending files of a drive.
 
-    Queues itself again while work remains. A file is updated only if its
-    content version is still the one that was read, so a file changed
+    Takes the pending files with ids above ``after``, and queues itself
+    again with the last id of the batch while work remains, so each batch
+    reads on from where the previous one stopped. A file is updated only if
+    its content version is still the one that was read, so a file changed
     meanwhile is left pending for the next run.
     """
     from workers.media.sandbox import analyze_isolated, failure_result
@@ -52,6 +54,7 @@ def render_source(source_id: str) -> int:
                 File.source_id == source_id,
                 File.presence == "present",
                 File.rendition_state == "pending",
+                File.id > after,
             )
             .order_by(File.id)
             .limit(BATCH)
@@ -64,9 +67,9 @@ def render_source(source_id: str) -> int:
                 path, timeout_s=RENDITION_TIMEOUT_S, memory_mb=RENDITION_MEMORY_MB
             )
         except Exception as error:
-            # A fault in the analysis code fails this file alone. Left pending,
-            # the file would come first in every later batch, so no later file
-            # of the drive would get renditions.
+            # A fault in the analysis code fails this file alone. Raised, it
+            # would end the task, and every later pass would stop at this
+            # file again, so no later file of the drive would get renditions.
             log.error(
                 "rendition_analysis_failed", file_id=row.id, source_id=source_id, error=str(error)
             )
@@ -100,7 +103,7 @@ def render_source(source_id: str) -> int:
             done_ids.append(row.id)
     # Requeue only after progress, so a failing object store cannot spin.
     if len(rows) == BATCH and done_ids:
-        render_source.apply_async(args=[source_id], queue=drive_queue(host))
+        render_source.apply_async(args=[source_id, rows[-1].id], queue=drive_queue(host))
     log.info("renditions_made", source_id=source_id, files=len(done_ids))
     return len(done_ids)
 
