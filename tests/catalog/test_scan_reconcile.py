@@ -52,6 +52,57 @@ def test_move_between_folders_keeps_id(owner, drive):
     assert "a/one.jpg" not in after
 
 
+def test_change_events_carry_file_facts(owner, drive_factory, monkeypatch):
+    from sqlalchemy import func, select, update
+
+    import services.catalog.events as events
+    from core.db import get_engine
+    from core.outbox import parse_time
+    from services.catalog.models import File, OutboxEvent
+
+    # Three files per event, so that the changes span several events.
+    monkeypatch.setattr(events, "CHUNK", 3)
+    layout = {f"a/{i}.jpg": payload(f"file {i}") for i in range(8)}
+    root = drive_factory("facts", layout)
+    source = connect(owner, root)
+    run_active_scan(owner, source)
+    engine = get_engine("catalog")
+    with engine.begin() as conn:
+        last_seq = conn.scalar(select(func.max(OutboxEvent.seq)))
+        # Metadata as the rendition task stores it, for the facts it feeds.
+        conn.execute(
+            update(File)
+            .where(File.path == "a/0.jpg")
+            .values(media_info={"width": 640, "height": 480, "captured_at": "2024-05-01T10:00:00+02:00"})
+        )
+
+    os.makedirs(root / "b")
+    for i in range(5):
+        os.rename(root / f"a/{i}.jpg", root / f"b/{i}.jpg")
+    (root / "a/5.jpg").write_bytes(payload("changed content", 4000))
+    os.remove(root / "a/6.jpg")
+    counts = scan(owner, source)["counts"]
+    assert (counts["moved"], counts["changed"], counts["missing"]) == (5, 1, 1)
+
+    with engine.connect() as conn:
+        payloads = conn.scalars(
+            select(OutboxEvent.payload)
+            .where(OutboxEvent.seq > last_seq, OutboxEvent.topic == events.FILES_UPDATED)
+            .order_by(OutboxEvent.seq)
+        ).all()
+        published = [fact for payload in payloads for fact in payload["files"]]
+        expected = events.facts_for(conn, [fact["id"] for fact in published])
+    assert [len(payload["files"]) for payload in payloads] == [3, 3, 1]
+    assert [fact["id"] for fact in published] == sorted(fact["id"] for fact in published)
+    expected_by_id = {fact["id"]: fact for fact in expected}
+    assert [f["width"] for f in published if f["path"] == "b/0.jpg"] == [640]
+    for fact in published:
+        wanted = expected_by_id[fact["id"]]
+        assert list(fact) == list(wanted)
+        assert parse_time(fact.pop("updated_at")) == parse_time(wanted.pop("updated_at"))
+        assert fact == wanted
+
+
 def test_folder_rename_keeps_ids(owner, drive):
     source = connect(owner, drive)
     run_active_scan(owner, source)
