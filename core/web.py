@@ -7,6 +7,7 @@ import logging
 import re
 import time
 import uuid
+from urllib.parse import quote
 
 from flask import Flask, g, jsonify, request
 from flask_smorest import Api, Blueprint
@@ -101,6 +102,17 @@ class ResponseHeaders:
             return start_response(status, headers, exc_info)
 
         return self.wsgi_app(environ, start)
+
+
+def attachment_header(filename: str) -> str:
+    """Return a Content-Disposition value that downloads ``filename``.
+
+    The plain ``filename`` keeps printable ASCII only, because control
+    characters are not valid in a header, and ``filename*`` carries the
+    exact name percent-encoded.
+    """
+    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 class ServiceApi(Api):

@@ -15,7 +15,6 @@ import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from urllib.parse import quote
 
 from flask import (
     Blueprint,
@@ -31,6 +30,7 @@ from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
 
 from core.errors import error_body
 from core.logs import get_logger
+from core.web import attachment_header
 from core.storage import ObjectNotFound, StorageError, get_store
 from services.sharing import freshness, ratelimit, stats
 from services.sharing.clients import ExportClient, UpstreamError
@@ -363,11 +363,6 @@ def preview(token, file_id):
     return _rendition(token, file_id, "preview")
 
 
-def _attachment(name: str) -> str:
-    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in name)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
-
-
 def _offline_error(drive: str) -> PublicError:
     return PublicError(
         409, "drive_offline",
@@ -376,7 +371,7 @@ def _offline_error(drive: str) -> PublicError:
 
 
 def _stream(upstream, filename: str, fallback_type: str) -> Response:
-    headers = {"Content-Disposition": _attachment(filename)}
+    headers = {"Content-Disposition": attachment_header(filename)}
     length = upstream.headers.get("Content-Length")
     if length:
         headers["Content-Length"] = length

@@ -211,6 +211,33 @@ def test_original_download_and_offline_refusal(owner, drive_factory):
     assert "connect drive 'cam'" in refused.json["error"]["message"]
 
 
+@pytest.mark.parametrize("name", ["new\nline.jpg", "\x1b[31mred.jpg", 'quo"te\\d é.jpg'])
+def test_original_download_odd_name(owner, drive_factory, name):
+    from urllib.parse import quote
+
+    from sqlalchemy import update
+
+    from core.db import session_scope
+    from services.catalog.models import Source
+
+    root = drive_factory("odd", {name: b"bytes of an odd name"})
+    source = connect(owner, root)
+    run_active_scan(owner, source)
+    with session_scope("catalog") as session:
+        session.execute(
+            update(Source).where(Source.id == source["id"]).values(host=os.environ["ARCHIVE_HOST"])
+        )
+    file_id = files_by_path(owner)[name]["id"]
+    response = owner.get(f"/api/v1/files/{file_id}/original")
+    assert response.status_code == 200
+    assert response.data == b"bytes of an odd name"
+    header = response.headers["Content-Disposition"]
+    # Every character of the header is printable ASCII, and the exact name
+    # travels percent-encoded.
+    assert all(32 <= ord(ch) < 127 for ch in header)
+    assert header.endswith("filename*=UTF-8''" + quote(name, safe=""))
+
+
 @pytest.mark.slow
 def test_export_over_4gb_uses_zip64(owner, tmp_path):
     root = tmp_path / "mnt" / "big"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from urllib.parse import quote
 
 from flask import Response, request, stream_with_context
 from flask.views import MethodView
@@ -16,6 +15,7 @@ from core.auth import Principal, check_internal_secret, current_principal
 from core.celery_app import QUEUE_EXPORTS, drive_queue
 from core.errors import Conflict, DriveOffline, Gone, NotFound, ServiceUnavailable, ValidationError
 from core.logs import get_logger
+from core.web import attachment_header
 from core.pagination import decode_cursor, decode_offset, encode_cursor
 from core.settings import get_settings
 from core.storage import ObjectNotFound, get_store
@@ -147,14 +147,9 @@ def archive_response(export: Export) -> Response:
         raise Gone(f"the archive of export {export.id!r} is no longer stored") from None
     response = Response(stream_with_context(chunks), content_type="application/zip")
     response.headers["Content-Length"] = str(export.archive_size)
-    response.headers["Content-Disposition"] = _attachment(f"{export.name}.zip")
+    response.headers["Content-Disposition"] = attachment_header(f"{export.name}.zip")
     response.headers["Cache-Control"] = "no-store"
     return response
-
-
-def _attachment(filename: str) -> str:
-    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
 
 
 def original_response(session, principal: Principal, file_id: str) -> Response:
@@ -201,7 +196,7 @@ def original_response(session, principal: Principal, file_id: str) -> Response:
         ) from None
     response = Response(stream_with_context(chunks), content_type=file.media_type)
     response.headers["Content-Length"] = str(file.size)
-    response.headers["Content-Disposition"] = _attachment(file.name)
+    response.headers["Content-Disposition"] = attachment_header(file.name)
     response.headers["Cache-Control"] = "no-store"
     return response
 
