@@ -321,6 +321,36 @@ def test_interrupted_scan_is_redone_by_next_scan(owner, drive):
     assert files_by_path(owner)["b/one.jpg"]["id"] == before["a/one.jpg"]["id"]
 
 
+def test_folders_not_utf8_can_be_browsed(owner, drive_factory):
+    root = drive_factory("latin", {"ok.jpg": payload("ok")})
+    odd = os.path.join(os.fsencode(root), b"caf\xe9 dir\nwith\tctrl")
+    os.makedirs(os.path.join(odd, b"sub\xff"))
+    with open(os.path.join(odd, b"in.jpg"), "wb") as handle:
+        handle.write(payload("inside"))
+    with open(os.path.join(odd, b"sub\xff", b"deep.jpg"), "wb") as handle:
+        handle.write(payload("deeper"))
+    source = connect(owner, root)
+    assert run_active_scan(owner, source)["status"] == "succeeded"
+
+    def listing(path):
+        response = owner.get(f"/api/v1/sources/{source['id']}/folder", query_string={"path": path})
+        assert response.status_code == 200, response.json
+        return response.json
+
+    shown = "caf\ufffd dir\nwith\tctrl"
+    top = listing("")
+    assert [f["path"] for f in top["folders"]] == [shown]
+    middle = listing(shown)
+    assert [item["name"] for item in middle["items"]] == ["in.jpg"]
+    assert [f["path"] for f in middle["folders"]] == [shown + "/sub\ufffd"]
+    bottom = listing(shown + "/sub\ufffd")
+    assert [item["name"] for item in bottom["items"]] == ["deep.jpg"]
+    missing = owner.get(
+        f"/api/v1/sources/{source['id']}/folder", query_string={"path": "caf\ufffd elsewhere"}
+    )
+    assert missing.status_code == 404
+
+
 def test_hostile_tree(owner, drive_factory):
     root = drive_factory("hostile", {"ok/fine.jpg": payload("fine"), "locked/inside.jpg": payload("in")})
     # A symlink loop and a link pointing out of the drive.

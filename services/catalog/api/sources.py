@@ -366,6 +366,31 @@ class ScanItem(MethodView):
         return serialize_scan(scan, issue_list)
 
 
+def _folder_hashes(session, source_id: str, folder: str) -> list[str]:
+    """Return the hashes of the drive's folders shown as ``folder``, or [] if none.
+
+    Hashes are taken of a folder's bytes on the drive. Names that are not
+    valid UTF-8 are shown with U+FFFD, so such a folder is found by its
+    shown path, which can stand for more than one folder.
+    """
+    folder_hash = path_hash(folder.encode("utf-8"))
+    if not folder:
+        return [folder_hash]
+    if session.scalar(
+        select(Folder.id).where(Folder.source_id == source_id, Folder.path_hash == folder_hash)
+    ) or session.scalar(
+        select(File.id).where(File.source_id == source_id, File.folder_hash == folder_hash).limit(1)
+    ):
+        return [folder_hash]
+    if "\ufffd" not in folder:
+        return []
+    return list(
+        session.scalars(
+            select(Folder.path_hash).where(Folder.source_id == source_id, Folder.path == folder)
+        )
+    )
+
+
 @blp.route("/sources/<ref>/folder")
 class FolderView(MethodView):
     @blp.arguments(schemas.FolderArgsSchema, location="query")
@@ -376,12 +401,8 @@ class FolderView(MethodView):
         session = db()
         source = find_source(session, principal, ref)
         folder = args["path"].strip("/")
-        folder_hash = path_hash(folder.encode("utf-8"))
-        if folder and not session.scalar(
-            select(Folder.id).where(Folder.source_id == source.id, Folder.path_hash == folder_hash)
-        ) and not session.scalar(
-            select(File.id).where(File.source_id == source.id, File.folder_hash == folder_hash).limit(1)
-        ):
+        folder_hashes = _folder_hashes(session, source.id, folder)
+        if not folder_hashes:
             raise NotFound(f"folder {folder!r} not found on drive {source.name!r}")
         folders = []
         after = decode_cursor(args["cursor"], 2)
@@ -390,13 +411,13 @@ class FolderView(MethodView):
                 {"name": f.name, "path": f.path}
                 for f in session.scalars(
                     select(Folder)
-                    .where(Folder.source_id == source.id, Folder.parent_hash == folder_hash)
+                    .where(Folder.source_id == source.id, Folder.parent_hash.in_(folder_hashes))
                     .order_by(Folder.name)
                 )
             ]
         query = (
             visible_files(principal)
-            .where(File.source_id == source.id, File.folder_hash == folder_hash)
+            .where(File.source_id == source.id, File.folder_hash.in_(folder_hashes))
             .order_by(File.name_lower, File.id)
         )
         if after:
