@@ -288,6 +288,32 @@ def test_remount_at_new_path_is_same_source(owner, drive, tmp_path):
     assert len(sources) == 1
 
 
+def test_nested_drive_folders_rejected(owner, drive):
+    from workers.scan.volume import ensure_volume_id
+
+    source = connect(owner, drive)
+    for folder in (drive / "a", drive.parent):
+        body = {"volume_id": ensure_volume_id(folder), "mount_path": str(folder), "host": "inline-host"}
+        refused = owner.post("/api/v1/sources", json=body)
+        assert refused.status_code == 409
+        error = refused.json["error"]
+        assert "overlaps drive" in error["message"]
+        assert error["fields"]["mount_path"] == [f"overlaps drive {source['name']!r} at {drive}"]
+    assert len(owner.get("/api/v1/sources").json["items"]) == 1
+    # Once the outer drive is disconnected, its folder may be connected alone.
+    owner.post(f"/api/v1/sources/{source['id']}/disconnect")
+    inner = connect(owner, drive / "a")
+    assert inner["mount_path"] == str(drive / "a")
+    assert run_active_scan(owner, inner)["counts"]["new"] == 2
+    # The outer drive, connected again alone, does not list the inner marker.
+    owner.post(f"/api/v1/sources/{inner['id']}/disconnect")
+    outer = connect(owner, drive)
+    assert run_active_scan(owner, outer)["status"] == "succeeded"
+    assert sorted(files_by_path(owner, drive=outer["name"])) == [
+        "a/one.jpg", "a/two.jpg", "b/three.mov", "notes.txt",
+    ]
+
+
 def test_disconnect_reconnect_unchanged(owner, drive):
     source = connect(owner, drive)
     run_active_scan(owner, source)

@@ -152,7 +152,9 @@ def _list_folder(frame: _Frame, problems: list, chunk: int) -> Iterator[Listing]
         with os.scandir(frame.fd) as entries:
             for entry in entries:
                 name = entry.name
-                if not frame.prefix and name in SKIPPED_NAMES:
+                # Markers are skipped below the root too: one there was left by
+                # connecting a folder inside the drive as a drive of its own.
+                if name in SKIPPED_NAMES:
                     continue
                 rel = frame.prefix + name.encode(FS_ENCODING, FS_ERRORS)
                 try:

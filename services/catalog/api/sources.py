@@ -161,6 +161,7 @@ class Sources(MethodView):
                 Source.org_id == principal.org_id, Source.volume_id == data["volume_id"]
             )
         )
+        _reject_nested(session, principal.org_id, data, source)
         group = None
         if data.get("group"):
             group = find_group(session, principal, data["group"])
@@ -218,6 +219,32 @@ class Sources(MethodView):
         enqueue_after_commit(scan, source.host)
         _resume_exports()
         return serialize_source(session, source)
+
+
+def _reject_nested(session, org_id: str, data: dict, source: Source | None) -> None:
+    """Reject a drive whose folder is inside, or contains, another connected drive.
+
+    Its files would be catalogued twice, and the inner drive's marker file
+    would be catalogued as a file of the outer one.
+    """
+    mount = data["mount_path"].rstrip("/") + "/"
+    others = session.execute(
+        select(Source.name, Source.mount_path).where(
+            Source.org_id == org_id,
+            Source.host == data["host"],
+            Source.state == "online",
+            Source.mount_path.is_not(None),
+            Source.id != (source.id if source is not None else ""),
+        )
+    ).all()
+    for name, other_path in others:
+        other = other_path.rstrip("/") + "/"
+        if mount.startswith(other) or other.startswith(mount):
+            raise Conflict(
+                f"{data['mount_path']} overlaps drive {name!r}, connected at {other_path}; "
+                f"connect a drive's root folder, or disconnect {name!r} first",
+                fields={"mount_path": [f"overlaps drive {name!r} at {other_path}"]},
+            )
 
 
 def _resume_exports() -> None:
