@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -81,13 +82,18 @@ class EmbeddedStack:
     def start(self) -> dict:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.env = self._environment()
+        self._check_ports_free()
         os.environ.update(self.env)
         from core.settings import reset_settings
+        from workers.tasks.scans import enqueue_scan, release_host_scans
 
         reset_settings()
         self._migrate()
         python = sys.executable
-        host = self.env.get("ARCHIVE_HOST") or __import__("socket").gethostname()
+        host = self.env.get("ARCHIVE_HOST") or socket.gethostname()
+        # No worker of this stack runs yet, so a scan shown as running was
+        # cut off when the stack last stopped.
+        released = release_host_scans(host)
         for name in SERVICE_PORTS:
             port = self.env[f"{name.upper()}_PORT"]
             self._spawn(name, [
@@ -108,7 +114,25 @@ class EmbeddedStack:
             "-s", str(beat_file), "-l", "WARNING",
         ])  # fmt: skip
         self.wait_healthy()
+        for scan_id, kind in released:
+            enqueue_scan(scan_id, host, kind)
         return self.env
+
+    def _check_ports_free(self) -> None:
+        """Raise RuntimeError naming the first service port already in use."""
+        for name in SERVICE_PORTS:
+            variable = f"{name.upper()}_PORT"
+            port = int(self.env[variable])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError as error:
+                    raise RuntimeError(
+                        f"port {port} for the {name} service is in use ({error.strerror}), "
+                        f"perhaps by another embedded stack; stop it, or set {variable} "
+                        "to a free port"
+                    ) from None
 
     def _migrate(self) -> None:
         from core.db import upgrade_all

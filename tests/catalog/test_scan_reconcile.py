@@ -314,6 +314,28 @@ def test_nested_drive_folders_rejected(owner, drive):
     ]
 
 
+def test_scan_left_running_is_released(owner, drive):
+    from sqlalchemy import update
+
+    from core.db import session_scope, utcnow
+    from services.catalog.models import Scan
+    from tests.catalog.helpers import INLINE_HOST
+    from workers.tasks.scans import release_host_scans, run_scan
+
+    source = connect(owner, drive)
+    scan_id = owner.get(f"/api/v1/sources/{source['id']}").json["active_scan"]["id"]
+    # A worker stopped mid-scan leaves it running with a fresh heartbeat.
+    with session_scope("catalog") as session:
+        session.execute(
+            update(Scan).where(Scan.id == scan_id).values(status="running", heartbeat_at=utcnow())
+        )
+    assert release_host_scans("another-host") == []
+    assert [tuple(row) for row in release_host_scans(INLINE_HOST)] == [(scan_id, "scan")]
+    assert owner.get(f"/api/v1/scans/{scan_id}").json["status"] == "queued"
+    run_scan(scan_id)
+    assert owner.get(f"/api/v1/scans/{scan_id}").json["status"] == "succeeded"
+
+
 def test_disconnect_reconnect_unchanged(owner, drive):
     source = connect(owner, drive)
     run_active_scan(owner, source)

@@ -128,6 +128,30 @@ def queue_follow_up(source: Source) -> None:
         log.warning("follow_up_enqueue_failed", source_id=source.id, error=str(error))
 
 
+def release_host_scans(host: str) -> list:
+    """Queue again the scans of ``host`` that a stopped stack left running.
+
+    Call only while no worker for ``host`` runs: every such scan is then
+    dead, and waiting for its heartbeat to go stale would keep the drive's
+    scan shown as running for minutes. Returns ``(id, kind)`` rows to send.
+    """
+    with session_scope("catalog") as session:
+        rows = session.execute(
+            select(Scan.id, Scan.kind)
+            .join(Source, Source.id == Scan.source_id)
+            .where(Source.host == host, Scan.status.in_(("running", "finalizing")))
+        ).all()
+        if rows:
+            session.execute(
+                update(Scan)
+                .where(Scan.id.in_([row.id for row in rows]))
+                .values(status="queued", heartbeat_at=None)
+            )
+    for row in rows:
+        log.warning("scan_released", scan_id=row.id, host=host)
+    return rows
+
+
 @celery_app.task(name="scans.recover_stalled", ignore_result=True)
 def recover_stalled() -> int:
     """Re-send scans whose worker died or whose message was lost."""
