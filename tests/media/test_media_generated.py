@@ -174,6 +174,31 @@ def test_multipage_tiff_first_page(tmp_path):
     assert _mean_rgb(_open(result.thumbnail))[0] > 240
 
 
+def test_tiff_pillow_cannot_open_read_by_tifffile():
+    from pathlib import Path
+
+    import skimage.data
+    import tifffile
+
+    # A two-page RGB TIFF that scikit-image ships: Pillow cannot identify it.
+    path = Path(skimage.data.__file__).parent / "multipage_rgb.tif"
+    with pytest.raises(Exception):
+        Image.open(path)
+    with tifffile.TiffFile(path) as tiff:
+        first = tiff.pages[0].asarray()
+        first_rgb = numpy.moveaxis(first, 0, -1) if tiff.pages[0].axes.startswith("S") else first
+    result = analyze(str(path))
+    assert result.error is None
+    assert result.info["page_count"] == 2
+    assert (result.info["width"], result.info["height"]) == (10, 10)
+    assert result.thumbnail is not None
+    # The samples are floats from 0 to 1.
+    assert first_rgb.dtype.kind == "f"
+    expected = first_rgb.reshape(-1, 3).mean(axis=0) * 255
+    shown = _mean_rgb(_open(result.thumbnail))
+    assert all(abs(a - b) < 12 for a, b in zip(shown, expected))
+
+
 def test_pdf_made_by_pillow(tmp_path):
     path = tmp_path / "two-pages.pdf"
     pages = [Image.new("RGB", (200, 100), "blue"), Image.new("RGB", (200, 100), "red")]

@@ -19,7 +19,7 @@ import av
 import pillow_heif
 import pypdfium2
 import rawpy
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, UnidentifiedImageError
 
 from workers.media import documents, exif, images, raw, video
 from workers.media.detect import HEAD_BYTES, sniff
@@ -231,8 +231,46 @@ def _store_renditions(result: MediaResult, renditions: images.Renditions) -> Non
     result.thumbnail = renditions.thumbnail
 
 
+def _open_image(path: str | bytes, result: MediaResult, options: _Options) -> Image.Image:
+    try:
+        return Image.open(path)
+    except UnidentifiedImageError:
+        if result.media_type != "image/tiff":
+            raise
+        return _tiff_first_page(path, result, options)
+
+
+def _tiff_first_page(path: str | bytes, result: MediaResult, options: _Options) -> Image.Image:
+    """Return the first page of a TIFF that Pillow cannot open, read by tifffile.
+
+    Pillow does not read every layout, for example colour planes stored
+    apart. Samples wider than 8 bits keep their top 8 bits.
+    """
+    import numpy
+    import tifffile
+
+    with tifffile.TiffFile(os.fsdecode(path)) as tiff:
+        page = tiff.pages[0]
+        images.check_pixel_limit(page.imagewidth, page.imagelength, options.max_pixels)
+        data = page.asarray()
+        axes = page.axes
+        if len(tiff.pages) > 1:
+            result.info["page_count"] = len(tiff.pages)
+    if axes.startswith("S"):
+        data = numpy.moveaxis(data, 0, -1)
+    if data.ndim == 3 and data.shape[-1] not in (3, 4):
+        data = data[..., 0] if data.shape[-1] < 3 else data[..., :3]
+    if data.dtype.kind == "b":
+        data = data * numpy.uint8(255)
+    elif data.dtype.kind == "f":
+        data = numpy.clip(data, 0.0, 1.0) * 255
+    elif data.dtype.itemsize > 1:
+        data = data >> (8 * data.dtype.itemsize - 8)
+    return Image.fromarray(numpy.ascontiguousarray(data.astype(numpy.uint8)))
+
+
 def _analyze_image(path: str | bytes, result: MediaResult, options: _Options) -> None:
-    with Image.open(path) as image:
+    with _open_image(path, result, options) as image:
         info = result.info
         width, height = image.size
         images.check_pixel_limit(width, height, options.max_pixels)
