@@ -94,7 +94,9 @@ def create_celery() -> Celery:
             "global_keyprefix": settings.redis_key_prefix,
         },
         beat_schedule={
-            "relay-outboxes": {"task": "outbox.relay_all", "schedule": 5.0},
+            # Unsent events are relayed every second, so a change reaches the
+            # read models of collections and sharing a second or two later.
+            "relay-outboxes": {"task": "outbox.relay_all", "schedule": 1.0},
             "recover-stalled-scans": {"task": "scans.recover_stalled", "schedule": 30.0},
             "resume-exports": {"task": "exports.resume", "schedule": 15.0},
             "sweep-renditions": {"task": "renditions.sweep", "schedule": 60.0},
