@@ -674,6 +674,8 @@ def test_first_scan_error_keeps_commits(owner, drive_factory, monkeypatch):
     # are dropped, and nothing is marked missing.
     assert 100 <= len(committed) < 150
     assert files_by_path(owner, state="missing") == {}
+    # The interrupted scan counts the files it kept as new.
+    assert first["counts"]["new"] == len(committed)
 
     again = scan(owner, source)
     assert again["status"] == "succeeded"

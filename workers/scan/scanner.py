@@ -187,7 +187,9 @@ class _NewFiles:
 
     def __init__(self, scanner: "Scanner"):
         self.scanner = scanner
+        # Rows sent since the last commit, and rows committed.
         self.count = 0
+        self.committed = 0
         self._stack: contextlib.ExitStack | None = None
         self._copy = None
         self._write_row = None
@@ -223,10 +225,14 @@ class _NewFiles:
         """Store the rows sent so far, with the staging rows that wait."""
         if self._stack is None:
             return
+        sent = self.count
         stack, copy = self._take()
         with stack:
             copy.__exit__(None, None, None)
             self.scanner._write_rows(self._conn)
+        self.committed += sent
+        # An interrupted first scan keeps these files, so its counts say so.
+        self.scanner.counts.new = self.committed
 
     def abort(self) -> None:
         """Drop the rows sent since the last commit."""
@@ -262,7 +268,6 @@ class Scanner:
         self.engine = get_engine("catalog")
         self.counts = ScanCounts()
         self.problems: list[WalkProblem] = []
-        self.first_scan_new = 0
         # Unreadable files of a first scan, which writes no staging rows.
         self.file_errors: list[tuple[str, bytes, str]] = []
         # Stored folder signatures by folder hash, or None to query per batch.
@@ -569,7 +574,6 @@ class Scanner:
                 kind, "present", now, now, 1,
                 "pending" if kind in ANALYZED_KINDS else "none", error,
             ))  # fmt: skip
-            self.first_scan_new += 1
             if not listing.complete:
                 self.rows.short.append((scan_id, False, phash, "inserted", file_id))
             if error is not None and len(self.file_errors) < MAX_ISSUES:
@@ -917,7 +921,7 @@ class Scanner:
             params,
         )
         by_status = {row.status: row.n for row in rows}
-        self.counts.new = by_status.get("new", 0) + self.first_scan_new
+        self.counts.new = by_status.get("new", 0) + self.new_files.committed
         self.counts.moved = by_status.get("moved", 0)
         self.counts.touched = by_status.get("touched", 0)
         self.counts.changed = by_status.get("changed", 0)

@@ -56,12 +56,14 @@ def _claim(scan_id: str) -> bool:
     return result.rowcount == 1
 
 
-def _finish(scan_id: str, status: str, message: str | None) -> None:
+def _finish(scan_id: str, status: str, message: str | None, counts: dict | None = None) -> None:
     with session_scope("catalog") as session:
         scan = session.get(Scan, scan_id)
         scan.status = status
         scan.message = message
         scan.finished_at = utcnow()
+        if counts is not None:
+            scan.counts = counts
 
 
 @celery_app.task(name="scans.run", acks_late=True, ignore_result=True)
@@ -90,12 +92,17 @@ def run_scan(scan_id: str, on_batch=None) -> None:
     except ScanInterrupted as error:
         log.warning("scan_interrupted", scan_id=scan_id, reason=str(error))
         discard_staging(scan_id)
-        _finish(scan_id, "interrupted", str(error))
+        _finish(scan_id, "interrupted", str(error), scanner.counts.as_dict())
         return
     except Exception as error:
         log.exception("scan_failed", scan_id=scan_id)
         discard_staging(scan_id)
-        _finish(scan_id, "failed", f"scan failed: {type(error).__name__}: {error}")
+        _finish(
+            scan_id,
+            "failed",
+            f"scan failed: {type(error).__name__}: {error}",
+            scanner.counts.as_dict(),
+        )
         return
     discard_staging(scan_id)
     log.info("scan_succeeded", scan_id=scan_id, **counts.as_dict())
