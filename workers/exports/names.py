@@ -7,6 +7,7 @@ import unicodedata
 
 MAX_COMPONENT = 200
 MAX_NAME = 1000
+MAX_EXTENSION = 20
 
 
 def _clean_component(part: str) -> str:
@@ -17,13 +18,23 @@ def _clean_component(part: str) -> str:
     cleaned = cleaned.strip().rstrip(".")
     if cleaned in ("", ".", ".."):
         cleaned = "_"
-    return cleaned[:MAX_COMPONENT]
+    if len(cleaned) <= MAX_COMPONENT:
+        return cleaned
+    # Shortened from the middle, so that the extension stays.
+    stem, ext = posixpath.splitext(cleaned)
+    if not ext or len(ext) > MAX_EXTENSION:
+        return cleaned[:MAX_COMPONENT]
+    return stem[: MAX_COMPONENT - len(ext)] + ext
 
 
 def safe_name(path: str) -> str:
     """Return a relative archive path with no absolute part, ``..`` or control
-    characters."""
-    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+    characters.
+
+    ``path`` is separated by ``/``. A backslash is part of a name on the
+    drive, and becomes ``_`` like the other characters Windows rejects.
+    """
+    parts = [p for p in path.split("/") if p not in ("", ".")]
     cleaned = [_clean_component(p) for p in parts if p != ".."]
     name = "/".join(cleaned) or "file"
     return name[-MAX_NAME:].lstrip("/") or "file"
