@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from tests.catalog.helpers import connect, files_by_path, run_active_scan
 from tests.collections.conftest import jpeg_bytes
 from workers.tasks.renditions import render_source
@@ -173,3 +175,25 @@ def test_batches_continue_after_last_id(owner, drive_factory, monkeypatch):
     assert waiting == [first_id]
     without_checksum = [f["id"] for f in files.values() if not f["checksum"]]
     assert without_checksum == [first_id]
+
+
+def test_checksums_go_on_after_gone_files(owner, drive_factory, monkeypatch):
+    import workers.tasks.checksums as checksums
+
+    root = drive_factory("GONE", {f"f{i}.jpg": jpeg_bytes(shade=i * 30) for i in range(4)})
+    source = connect(owner, root, name="GONE")
+    run_active_scan(owner, source)
+    by_id = sorted(files_by_path(owner).items(), key=lambda pair: pair[1]["id"])
+    # The first batch holds only files that were moved away after the scan.
+    for path, _item in by_id[:2]:
+        os.rename(root / path, root / f"moved-{path}")
+    monkeypatch.setattr(checksums, "BATCH", 2)
+    queued = []
+    monkeypatch.setattr(
+        checksums.checksum_source, "apply_async", lambda args, queue: queued.append(args)
+    )
+    assert checksums.checksum_source(source["id"]) == 0
+    assert len(queued) == 1
+    assert checksums.checksum_source(*queued.pop()) == 2
+    with_checksum = {path for path, f in file_details(owner).items() if f["checksum"]}
+    assert with_checksum == {path for path, _item in by_id[2:]}

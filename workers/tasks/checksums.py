@@ -47,14 +47,24 @@ def checksum_source(source_id: str, after: str = "") -> int:
             .limit(BATCH)
         ).all()
     done = 0
+    gone = []
     for row in rows:
         try:
             before = _stat(root, row.path_bytes)
             if before.st_size != row.size or before.st_mtime_ns != row.mtime_ns:
                 continue
             checksum = sha256_of(root, row.path_bytes)
+        except FileNotFoundError:
+            # Moved or deleted since the scan: the next scan finds it again.
+            gone.append(row.id)
+            continue
         except OSError as error:
-            log.warning("checksum_failed", file_id=row.id, error=str(error))
+            log.warning(
+                "checksum_failed",
+                file_id=row.id,
+                path=os.fsdecode(row.path_bytes),
+                error=error.strerror or str(error),
+            )
             continue
         with session_scope("catalog") as session:
             session.execute(
@@ -63,7 +73,11 @@ def checksum_source(source_id: str, after: str = "") -> int:
                 .values(checksum=checksum)
             )
         done += 1
-    if len(rows) == BATCH and done:
+    if gone:
+        log.info("checksum_files_gone", source_id=source_id, files=len(gone), first_id=gone[0])
+    # The next batch starts after this one, so a batch of files that were
+    # all gone or unreadable still moves the work on.
+    if len(rows) == BATCH:
         checksum_source.apply_async(args=[source_id, rows[-1].id], queue=drive_queue(host))
     return done
 
