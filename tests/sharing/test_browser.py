@@ -114,3 +114,42 @@ def test_share_page_in_browser(owner, services, sharing_app, drive_factory, brow
         assert external == []
     finally:
         server.shutdown()
+
+
+def test_type_icons_for_files_without_thumbnails(
+    owner, services, sharing_app, drive_factory, browser, monkeypatch
+):
+    import playwright.sync_api as playwright_api
+
+    import services.sharing.public as public
+    from core.settings import reset_settings
+    from tests.media.test_rendition_worker import wav_bytes
+    from tests.sharing.conftest import Api
+
+    monkeypatch.setenv("ARCHIVE_HOST", INLINE_HOST)
+    reset_settings()
+    # One item a page: the first tile comes from the server's template and
+    # the second from the page's script.
+    monkeypatch.setattr(public, "PAGE_SIZE", 1)
+    _source, ids = add_drive(
+        owner, drive_factory, "NOTES", {"a-notes.txt": b"shot list", "b-take.wav": wav_bytes(0.5)}
+    )
+    api = Api(owner, sharing_app.test_client(), services["collections"])
+    collection = api.create_collection("Sound", "", [ids["a-notes.txt"], ids["b-take.wav"]])
+    deliver_events()
+    link = api.create_link(collection["id"])
+    server, base = serve(sharing_app)
+    try:
+        page = browser.new_page()
+        page.goto(f"{base}/s/{token_of(link)}")
+        page.locator("#more").click()
+        icons = page.locator("#grid img.type-icon")
+        playwright_api.expect(icons).to_have_count(2)
+        page.wait_for_load_state("networkidle")
+        sources = [icons.nth(index).get_attribute("src") for index in range(2)]
+        assert sources[0].endswith("/icons/other.svg")
+        assert sources[1].endswith("/icons/audio.svg")
+        for index in range(2):
+            assert icons.nth(index).evaluate("image => image.naturalWidth") > 0
+    finally:
+        server.shutdown()

@@ -16,6 +16,8 @@
   var viewerDownload = document.getElementById("viewer-download");
   var current = -1;
   var lastFocus = null;
+  // Kinds with an icon of their own under icons/; any other kind shows other.svg.
+  var ICON_KINDS = ["image", "video", "audio", "document"];
 
   function tiles() {
     return grid.querySelectorAll("li.tile");
@@ -48,7 +50,12 @@
     } else {
       var placeholder = document.createElement("span");
       placeholder.className = "no-thumb";
-      placeholder.textContent = item.kind;
+      var icon = document.createElement("img");
+      icon.className = "type-icon";
+      icon.alt = "";
+      icon.src = grid.dataset.icons + (ICON_KINDS.indexOf(item.kind) >= 0 ? item.kind : "other") + ".svg";
+      placeholder.appendChild(icon);
+      placeholder.appendChild(document.createTextNode(item.kind));
       button.appendChild(placeholder);
     }
     li.appendChild(button);
