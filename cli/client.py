@@ -2,17 +2,46 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import click
 import requests
 
 from cli.config import ClientConfig
+from cli.output import escape_controls
+
+DOT_SEGMENTS = (".", "..")
 
 
 def q(value: str) -> str:
-    """Quote a name or id for use as one segment of a URL path."""
+    """Quote a name or id for use as one segment of a URL path.
+
+    Dots are unreserved characters, so ``q("..")`` is still ``..``:
+    ``ApiClient.request`` rejects a path with such a segment.
+    """
     return quote(str(value), safe="")
+
+
+def validate_path(path: str) -> None:
+    """Raise click.UsageError unless every segment of ``path`` names one resource.
+
+    A segment must not be empty, ``.`` or ``..``, before or after
+    percent-decoding. requests 2.34 resolves ``..`` segments and decodes
+    ``%2e`` to ``.`` before it sends a request, and a server may treat a
+    decoded ``%2F`` as a separator. Such a segment could reach another
+    endpoint than the one the command built.
+    """
+    route = path.split("?", 1)[0]
+    segments = route.split("/")
+    if segments[0] != "":
+        raise click.UsageError(f"invalid request path {path!r}: it must start with '/'")
+    for segment in segments[1:]:
+        decoded_parts = unquote(segment).split("/")
+        if segment == "" or any(part in DOT_SEGMENTS for part in decoded_parts):
+            raise click.UsageError(
+                f"invalid id or name {unquote(segment)!r} in request path {path!r}: "
+                "a path segment must not be empty, '.' or '..'"
+            )
 
 
 class ApiClient:
@@ -27,6 +56,7 @@ class ApiClient:
         return getattr(self.config, f"{service}_url")
 
     def request(self, method: str, path: str, service: str = "catalog", **kwargs):
+        validate_path(path)
         url = self._base(service) + path
         try:
             response = self.session.request(method, url, timeout=self.timeout, **kwargs)
@@ -61,8 +91,8 @@ def _error_text(response) -> str:
     try:
         error = response.json()["error"]
     except (ValueError, KeyError, TypeError):
-        return f"HTTP {response.status_code}: {response.text[:200]}"
-    text = error.get("message", "request failed")
+        return f"HTTP {response.status_code}: {escape_controls(response.text[:200])}"
+    text = escape_controls(error.get("message", "request failed"))
     if response.status_code == 401:
         text += " (run `archive init`, or pass --token / set ARCHIVE_TOKEN)"
     return text

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
+from cli.client import q
 from cli.commands.drives import connect_drive
-from cli.output import console
+from cli.output import console, escape_markup
 from workers.scan.volume import is_empty_dir, read_volume_id
 
 
@@ -69,7 +70,7 @@ def agent(obj, watch_dir, interval, once, as_json):
             if any(sid == source_id for _, sid in known.values()):
                 continue
             try:
-                source = obj.client.post(f"/api/v1/sources/{source_id}/disconnect")
+                source = obj.client.post(f"/api/v1/sources/{q(source_id)}/disconnect")
                 _event(as_json, "disconnected", drive=source["name"], path=str(path))
             except click.ClickException as error:
                 _event(as_json, "disconnect_failed", path=str(path), error=error.message)
@@ -83,7 +84,7 @@ def _event(as_json: bool, event: str, **fields) -> None:
         click.echo(json.dumps({"event": event, **fields}, ensure_ascii=False))
     else:
         details = " ".join(f"{k}={v}" for k, v in fields.items())
-        console.print(f"{event} {details}")
+        console.print(f"{event} {escape_markup(details)}")
 
 
 def register(cli):

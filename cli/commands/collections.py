@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from cli.output import human_size, json_option, print_json, table
+from cli.client import q
+from cli.output import escape_controls, human_size, json_option, print_json, table
+from cli.params import COLLECTION, ID, explain_invalid_id
 
 SERVICE = "collections"
 MEDIA_TYPES = ["image", "video", "audio", "document", "other"]
@@ -20,7 +22,11 @@ def find_collection(client, ref: str) -> dict:
         )
     if named:
         return named[0]
-    return client.get(f"/api/v1/collections/{ref}", service=SERVICE)
+    if explain_invalid_id(ref):
+        raise click.UsageError(
+            f"no collection is named {ref!r}, and {ref!r} is not a valid collection id"
+        )
+    return client.get(f"/api/v1/collections/{q(ref)}", service=SERVICE)
 
 
 def _collect(client, path: str, limit: int | None) -> tuple[list, dict]:
@@ -76,7 +82,7 @@ def ls(obj, as_json):
 
 
 @collections.command("show")
-@click.argument("collection")
+@click.argument("collection", type=COLLECTION)
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
               help="Maximum number of items to list.")  # fmt: skip
 @json_option
@@ -84,14 +90,14 @@ def ls(obj, as_json):
 def show(obj, collection, limit, as_json):
     """Show COLLECTION (an id or a unique name) and its items in order."""
     found = find_collection(obj.client, collection)
-    items, _ = _collect(obj.client, f"/api/v1/collections/{found['id']}/items", limit)
+    items, _ = _collect(obj.client, f"/api/v1/collections/{q(found['id'])}/items", limit)
     if as_json:
         print_json({**found, "items": items})
         return
-    click.echo(f"{found['name']} ({found['id']}): {found['item_count']} items"
+    click.echo(f"{escape_controls(found['name'])} ({found['id']}): {found['item_count']} items"
                f"{_hidden_note(found['hidden_count'])}")  # fmt: skip
     if found["description"]:
-        click.echo(found["description"])
+        click.echo(escape_controls(found["description"]))
     table(
         None,
         ["#", "file id", "drive", "name", "type", "size", "state"],
@@ -104,7 +110,7 @@ def show(obj, collection, limit, as_json):
 
 
 @collections.command("edit")
-@click.argument("collection")
+@click.argument("collection", type=COLLECTION)
 @click.option("--name", help="New name.")
 @click.option("--description", help="New description.")
 @json_option
@@ -115,7 +121,7 @@ def edit(obj, collection, name, description, as_json):
     if not body:
         raise click.UsageError("pass --name, --description or both")
     found = find_collection(obj.client, collection)
-    data = obj.client.patch(f"/api/v1/collections/{found['id']}", body, service=SERVICE)
+    data = obj.client.patch(f"/api/v1/collections/{q(found['id'])}", body, service=SERVICE)
     if as_json:
         print_json(data)
         return
@@ -123,7 +129,7 @@ def edit(obj, collection, name, description, as_json):
 
 
 @collections.command("add")
-@click.argument("collection")
+@click.argument("collection", type=COLLECTION)
 @click.argument("file_ids", nargs=-1)
 @click.option("--query", help="Add every file a catalog search matches; '' matches all.")
 @click.option("--drive", help="With --query: only files on this drive.")
@@ -152,7 +158,7 @@ def add(obj, collection, file_ids, query, drive, kind, folder, as_json):
             raise click.UsageError("--folder must be DRIVE or DRIVE:PATH")
         body = {"folder": {"drive": drive_name, "path": path}}
     found = find_collection(obj.client, collection)
-    data = obj.client.post(f"/api/v1/collections/{found['id']}/items", body, service=SERVICE)
+    data = obj.client.post(f"/api/v1/collections/{q(found['id'])}/items", body, service=SERVICE)
     if as_json:
         print_json(data)
         return
@@ -165,15 +171,17 @@ def add(obj, collection, file_ids, query, drive, kind, folder, as_json):
 
 
 @collections.command("rm")
-@click.argument("collection")
-@click.argument("file_ids", nargs=-1, required=True)
+@click.argument("collection", type=COLLECTION)
+@click.argument("file_ids", nargs=-1, required=True, type=ID)
 @json_option
 @click.pass_obj
 def rm(obj, collection, file_ids, as_json):
     """Remove files from COLLECTION; the files stay in the catalog."""
     found = find_collection(obj.client, collection)
     for file_id in file_ids:
-        obj.client.delete(f"/api/v1/collections/{found['id']}/items/{file_id}", service=SERVICE)
+        obj.client.delete(
+            f"/api/v1/collections/{q(found['id'])}/items/{q(file_id)}", service=SERVICE
+        )
     if as_json:
         print_json({"collection_id": found["id"], "removed": list(file_ids)})
         return
@@ -181,33 +189,41 @@ def rm(obj, collection, file_ids, as_json):
 
 
 @collections.command("move")
-@click.argument("collection")
-@click.argument("file_id")
+@click.argument("collection", type=COLLECTION)
+@click.argument("file_id", type=ID)
 @click.argument("position", type=click.IntRange(min=0))
 @json_option
 @click.pass_obj
 def move(obj, collection, file_id, position, as_json):
-    """Move FILE_ID to POSITION (0 is first) in COLLECTION."""
+    """Move FILE_ID to POSITION (0 is first) in COLLECTION; past the end moves it last."""
     found = find_collection(obj.client, collection)
+    collection_path = f"/api/v1/collections/{q(found['id'])}"
     obj.client.post(
-        f"/api/v1/collections/{found['id']}/items/{file_id}/move",
-        {"position": position},
-        service=SERVICE,
+        f"{collection_path}/items/{q(file_id)}/move", {"position": position}, service=SERVICE
     )
+    # The move endpoint returns no body (204). It puts an item moved past the
+    # end of the caller's view last, so the index it landed at is the view's
+    # last index, read from the collection after the move.
+    # NOTE: items added or removed by others between the two requests can
+    # make the printed position differ from the item's position.
+    updated = obj.client.get(collection_path, service=SERVICE)
+    position = min(position, updated["item_count"] - 1)
     if as_json:
         print_json({"collection_id": found["id"], "file_id": file_id, "position": position})
         return
-    click.echo(f"moved {file_id} to position {position} in {found['name']!r}")
+    click.echo(
+        f"moved {escape_controls(file_id)} to position {position} in {found['name']!r}"
+    )
 
 
 @collections.command("delete")
-@click.argument("collection")
+@click.argument("collection", type=COLLECTION)
 @json_option
 @click.pass_obj
 def delete(obj, collection, as_json):
     """Delete COLLECTION; its files stay in the catalog."""
     found = find_collection(obj.client, collection)
-    obj.client.delete(f"/api/v1/collections/{found['id']}", service=SERVICE)
+    obj.client.delete(f"/api/v1/collections/{q(found['id'])}", service=SERVICE)
     if as_json:
         print_json({"deleted": found["id"]})
         return

@@ -12,7 +12,8 @@ import click
 from cli.client import q
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from cli.output import console, human_size, json_option, print_json, table
+from cli.output import console, escape_markup, human_size, json_option, print_json, table
+from cli.params import DRIVE, reject_blank_path
 from workers.scan.volume import VolumeError, ensure_volume_id
 
 FINISHED = ("succeeded", "interrupted", "failed")
@@ -40,7 +41,7 @@ def wait_for_scan(client, scan_id: str, total: int | None, quiet: bool) -> dict:
     """Poll a scan until it ends, showing a progress bar unless ``quiet``."""
     if quiet:
         while True:
-            scan = client.get(f"/api/v1/scans/{scan_id}")
+            scan = client.get(f"/api/v1/scans/{q(scan_id)}")
             if scan["status"] in FINISHED:
                 return scan
             time.sleep(0.5)
@@ -54,7 +55,7 @@ def wait_for_scan(client, scan_id: str, total: int | None, quiet: bool) -> dict:
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("scanning", total=total or None)
         while True:
-            scan = client.get(f"/api/v1/scans/{scan_id}")
+            scan = client.get(f"/api/v1/scans/{q(scan_id)}")
             progress.update(
                 task,
                 completed=scan["counts"].get("files", 0),
@@ -67,10 +68,15 @@ def wait_for_scan(client, scan_id: str, total: int | None, quiet: bool) -> dict:
             time.sleep(0.3)
 
 
+def _issue_text(issue: dict) -> str:
+    return escape_markup(f"{issue['path']}: {issue['message']}")
+
+
 def _report_scan(scan: dict) -> None:
     counts = scan.get("counts", {})
     if scan["status"] != "succeeded":
-        console.print(f"[red]scan {scan['status']}[/red]: {scan.get('message') or ''}")
+        message = escape_markup(scan.get("message") or "")
+        console.print(f"[red]scan {scan['status']}[/red]: {message}")
         return
     summary = ", ".join(
         f"{counts.get(key, 0)} {key}"
@@ -79,7 +85,7 @@ def _report_scan(scan: dict) -> None:
     )
     console.print(f"scan finished: {counts.get('files', 0)} files ({summary or 'no changes'})")
     for issue in scan.get("issues", [])[:20]:
-        console.print(f"  [yellow]{issue['kind']}[/yellow] {issue['path']}: {issue['message']}")
+        console.print(f"  [yellow]{issue['kind']}[/yellow] {_issue_text(issue)}")
 
 
 @click.group("drives")
@@ -88,7 +94,7 @@ def drives():
 
 
 @drives.command("connect")
-@click.argument("path", type=click.Path(file_okay=False))
+@click.argument("path", type=click.Path(file_okay=False), callback=reject_blank_path)
 @click.option("--name", help="Name of the drive in the catalog (default: folder name).")
 @click.option("--group", help="Source group the drive belongs to (default: Everyone).")
 @click.option("--wait", is_flag=True, help="Wait for the scan to finish.")
@@ -101,11 +107,12 @@ def connect(obj, path, name, group, wait, as_json):
     if wait and scan:
         previous = source["file_count"] or None
         scan = wait_for_scan(obj.client, scan["id"], previous, quiet=as_json)
-        source = obj.client.get(f"/api/v1/sources/{source['id']}")
+        source = obj.client.get(f"/api/v1/sources/{q(source['id'])}")
     if as_json:
         print_json({"drive": source, "scan": scan})
         return
-    console.print(f"drive [bold]{source['name']}[/bold] connected ({source['mount_path']})")
+    name, mount_path = escape_markup(source["name"]), escape_markup(source["mount_path"])
+    console.print(f"drive [bold]{name}[/bold] connected ({mount_path})")
     if wait and scan:
         _report_scan(scan)
     elif scan:
@@ -113,7 +120,7 @@ def connect(obj, path, name, group, wait, as_json):
 
 
 @drives.command("disconnect")
-@click.argument("name")
+@click.argument("name", type=DRIVE)
 @click.option("--wait", is_flag=True, help="Wait until any running scan has stopped.")
 @json_option
 @click.pass_obj
@@ -122,11 +129,11 @@ def disconnect(obj, name, wait, as_json):
     source = obj.client.post(f"/api/v1/sources/{q(name)}/disconnect")
     while wait and source.get("active_scan"):
         time.sleep(0.3)
-        source = obj.client.get(f"/api/v1/sources/{source['id']}")
+        source = obj.client.get(f"/api/v1/sources/{q(source['id'])}")
     if as_json:
         print_json(source)
         return
-    console.print(f"drive [bold]{source['name']}[/bold] is offline")
+    console.print(f"drive [bold]{escape_markup(source['name'])}[/bold] is offline")
 
 
 @drives.command("list")
@@ -162,14 +169,14 @@ def list_drives(obj, as_json):
 
 
 @drives.command("rescan")
-@click.argument("name")
+@click.argument("name", type=DRIVE)
 @click.option("--wait", is_flag=True, help="Wait for the scan to finish.")
 @json_option
 @click.pass_obj
 def rescan(obj, name, wait, as_json):
     """Scan a connected drive again."""
     source = obj.client.get(f"/api/v1/sources/{q(name)}")
-    scan = obj.client.post(f"/api/v1/sources/{source['id']}/scans")
+    scan = obj.client.post(f"/api/v1/sources/{q(source['id'])}/scans")
     if wait:
         scan = wait_for_scan(obj.client, scan["id"], source["file_count"], quiet=as_json)
     if as_json:
@@ -182,13 +189,13 @@ def rescan(obj, name, wait, as_json):
 
 
 @drives.command("verify")
-@click.argument("name")
+@click.argument("name", type=DRIVE)
 @json_option
 @click.pass_obj
 def verify(obj, name, as_json):
     """Re-read a drive; report files whose bytes changed but metadata did not."""
     source = obj.client.get(f"/api/v1/sources/{q(name)}")
-    scan = obj.client.post(f"/api/v1/sources/{source['id']}/verify")
+    scan = obj.client.post(f"/api/v1/sources/{q(source['id'])}/verify")
     scan = wait_for_scan(obj.client, scan["id"], source["file_count"], quiet=True)
     if as_json:
         print_json(scan)
@@ -200,11 +207,11 @@ def verify(obj, name, as_json):
         f"or not yet checksummed), {counts.get('unreadable', 0)} unreadable"
     )
     for issue in scan.get("issues", []):
-        console.print(f"  [red]{issue['kind']}[/red] {issue['path']}: {issue['message']}")
+        console.print(f"  [red]{issue['kind']}[/red] {_issue_text(issue)}")
 
 
 @drives.command("scans")
-@click.argument("name")
+@click.argument("name", type=DRIVE)
 @json_option
 @click.pass_obj
 def scans(obj, name, as_json):

@@ -9,17 +9,20 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from cli.output import console, human_size, json_option, print_json
+from cli.client import q
+from cli.commands.collections import find_collection
+from cli.output import console, escape_markup, human_size, json_option, print_json
+from cli.params import COLLECTION, ID
 
 FINISHED = ("succeeded", "failed", "cancelled", "expired")
 
 
-def collection_file_ids(client, collection: str) -> list[str]:
+def collection_file_ids(client, collection_id: str) -> list[str]:
     """Every file id of a collection, in the collection's order."""
     ids, cursor = [], None
     while True:
         page = client.get(
-            f"/api/v1/collections/{collection}/items", service="collections",
+            f"/api/v1/collections/{q(collection_id)}/items", service="collections",
             cursor=cursor, limit=1000,
         )  # fmt: skip
         ids.extend(item["file_id"] for item in page["items"])
@@ -32,7 +35,7 @@ def wait_for_export(client, export: dict, quiet: bool) -> dict:
     if quiet:
         while export["status"] not in FINISHED:
             time.sleep(0.5)
-            export = client.get(f"/api/v1/exports/{export['id']}")
+            export = client.get(f"/api/v1/exports/{q(export['id'])}")
         return export
     columns = [
         TextColumn("[bold]{task.description}"),
@@ -45,7 +48,7 @@ def wait_for_export(client, export: dict, quiet: bool) -> dict:
         while True:
             description = export["status"]
             if export["waiting_for"]:
-                description = "waiting for " + ", ".join(export["waiting_for"])
+                description = "waiting for " + _drive_list(export["waiting_for"])
             progress.update(
                 task,
                 description=description,
@@ -56,7 +59,11 @@ def wait_for_export(client, export: dict, quiet: bool) -> dict:
             if export["status"] in FINISHED:
                 return export
             time.sleep(0.5)
-            export = client.get(f"/api/v1/exports/{export['id']}")
+            export = client.get(f"/api/v1/exports/{q(export['id'])}")
+
+
+def _drive_list(names: list[str]) -> str:
+    return ", ".join(escape_markup(name) for name in names)
 
 
 def _report(export: dict) -> None:
@@ -66,14 +73,14 @@ def _report(export: dict) -> None:
     )
     for skipped in export.get("skipped", []):
         where = f"{skipped.get('drive', '')}:{skipped.get('path') or skipped.get('name', '')}"
-        console.print(f"  [yellow]skipped[/yellow] {where}: {skipped['reason']}")
+        detail = escape_markup(f"{where}: {skipped['reason']}")
+        console.print(f"  [yellow]skipped[/yellow] {detail}")
     for copy in export.get("substituted", []):
-        console.print(
-            f"  [cyan]copy used[/cyan] {copy['drive']}:{copy['path']} from "
-            f"{copy['copy_drive']}:{copy['copy_path']}"
-        )
+        original = escape_markup(f"{copy['drive']}:{copy['path']}")
+        used = escape_markup(f"{copy['copy_drive']}:{copy['copy_path']}")
+        console.print(f"  [cyan]copy used[/cyan] {original} from {used}")
     if export["waiting_for"]:
-        console.print("  waiting for drives: " + ", ".join(export["waiting_for"]))
+        console.print("  waiting for drives: " + _drive_list(export["waiting_for"]))
 
 
 @click.group("exports")
@@ -82,7 +89,7 @@ def exports():
 
 
 @exports.command("create")
-@click.argument("collection")
+@click.argument("collection", type=COLLECTION)
 @click.option("--items", "items", multiple=True, help="Only these file ids (repeatable).")
 @click.option("--skip-offline", is_flag=True, help="Leave out files on offline drives.")
 @click.option("--keep-structure", is_flag=True, help="Keep drive and folder names.")
@@ -92,9 +99,10 @@ def exports():
 @click.pass_obj
 def create(obj, collection, items, skip_offline, keep_structure, name, wait, as_json):
     """Export COLLECTION (id or name) as a zip archive."""
-    file_ids = list(items) or collection_file_ids(obj.client, collection)
+    found = find_collection(obj.client, collection)
+    file_ids = list(items) or collection_file_ids(obj.client, found["id"])
     if not file_ids:
-        raise click.ClickException(f"collection {collection!r} has no files to export")
+        raise click.ClickException(f"collection {found['name']!r} has no files to export")
     body = {"file_ids": file_ids, "skip_offline": skip_offline, "keep_structure": keep_structure}
     if name:
         body["name"] = name
@@ -110,12 +118,12 @@ def create(obj, collection, items, skip_offline, keep_structure, name, wait, as_
 
 
 @exports.command("status")
-@click.argument("export_id")
+@click.argument("export_id", type=ID)
 @json_option
 @click.pass_obj
 def status(obj, export_id, as_json):
     """Show an export's state and progress."""
-    export = obj.client.get(f"/api/v1/exports/{export_id}")
+    export = obj.client.get(f"/api/v1/exports/{q(export_id)}")
     if as_json:
         print_json(export)
         return
@@ -123,16 +131,22 @@ def status(obj, export_id, as_json):
 
 
 @exports.command("cancel")
-@click.argument("export_id")
+@click.argument("export_id", type=ID)
 @json_option
 @click.pass_obj
 def cancel(obj, export_id, as_json):
     """Cancel an export."""
-    export = obj.client.post(f"/api/v1/exports/{export_id}/cancel")
+    export = obj.client.post(f"/api/v1/exports/{q(export_id)}/cancel")
     if as_json:
         print_json(export)
         return
     _report(export)
+
+
+def local_name(name: str) -> str:
+    """Return the last part of a name the server sent, safe to create in a folder."""
+    last = name.rsplit("/", 1)[-1].strip()
+    return "download" if last in ("", ".", "..") else last
 
 
 def _save(response, output: Path | None, default_name: str, as_json: bool) -> Path | None:
@@ -140,14 +154,23 @@ def _save(response, output: Path | None, default_name: str, as_json: bool) -> Pa
         for chunk in response.iter_content(1 << 20):
             sys.stdout.buffer.write(chunk)
         return None
+    # The name comes from the server, so it must not lead out of the folder.
+    default_name = local_name(default_name)
     target = output or Path(default_name)
     if target.is_dir():
         target = target / default_name
     total = int(response.headers.get("Content-Length", 0)) or None
     tmp = target.with_name(target.name + ".part")
-    columns = [TextColumn(target.name), BarColumn(), DownloadColumn(), TransferSpeedColumn()]
+    # The name goes in the task description: a column's format string would
+    # read braces in the name as fields, and its markup as styles.
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+    ]
     with Progress(*columns, console=console, disable=as_json) as progress:
-        task = progress.add_task("download", total=total)
+        task = progress.add_task(escape_markup(target.name), total=total)
         with open(tmp, "wb") as out:
             for chunk in response.iter_content(1 << 20):
                 out.write(chunk)
@@ -157,35 +180,37 @@ def _save(response, output: Path | None, default_name: str, as_json: bool) -> Pa
 
 
 @exports.command("download")
-@click.argument("export_id")
+@click.argument("export_id", type=ID)
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="File or folder; - for stdout.")
 @json_option
 @click.pass_obj
 def download(obj, export_id, output, as_json):
     """Download a finished export's zip."""
-    export = obj.client.get(f"/api/v1/exports/{export_id}")
-    response = obj.client.request("GET", f"/api/v1/exports/{export_id}/archive", stream=True)
+    export_path = f"/api/v1/exports/{q(export_id)}"
+    export = obj.client.get(export_path)
+    response = obj.client.request("GET", f"{export_path}/archive", stream=True)
     path = _save(response, output, f"{export['name']}.zip", as_json)
     if as_json:
         print_json({"export": export, "path": str(path) if path else None})
     elif path:
-        console.print(f"saved {path}")
+        console.print(f"saved {escape_markup(path)}")
 
 
 @click.command("open")
-@click.argument("file_id")
+@click.argument("file_id", type=ID)
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="File or folder; - for stdout.")
 @json_option
 @click.pass_obj
 def open_file(obj, file_id, output, as_json):
     """Save a file's original (or stream it with -o -); its drive must be online."""
-    info = obj.client.get(f"/api/v1/files/{file_id}")
-    response = obj.client.request("GET", f"/api/v1/files/{file_id}/original", stream=True)
+    file_path = f"/api/v1/files/{q(file_id)}"
+    info = obj.client.get(file_path)
+    response = obj.client.request("GET", f"{file_path}/original", stream=True)
     path = _save(response, output, info["name"], as_json)
     if as_json:
         print_json({"file": info, "path": str(path) if path else None})
     elif path:
-        console.print(f"saved {path}")
+        console.print(f"saved {escape_markup(path)}")
 
 
 def register(cli):

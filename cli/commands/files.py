@@ -5,8 +5,16 @@ from __future__ import annotations
 import click
 
 from cli.client import q
-
-from cli.output import console, files_table, human_size, json_option, print_json, table
+from cli.output import (
+    console,
+    escape_markup,
+    files_table,
+    human_size,
+    json_option,
+    print_json,
+    table,
+)
+from cli.params import ID, LocationType
 
 
 def _collect(client, path: str, params: dict, limit: int | None) -> tuple[list, dict]:
@@ -26,19 +34,19 @@ def files():
 
 
 @files.command("ls")
-@click.argument("location")
+@click.argument("location", type=LocationType())
 @json_option
 @click.pass_obj
 def ls(obj, location, as_json):
     """List a folder: DRIVE or DRIVE:FOLDER."""
-    drive, _, folder = location.partition(":")
+    drive, folder = location
     items, last = _collect(obj.client, f"/api/v1/sources/{q(drive)}/folder", {"path": folder}, None)
     if as_json:
         print_json({"drive": last.get("drive"), "folder": last.get("folder"),
                     "folders": last.get("folders", []), "items": items})  # fmt: skip
         return
     for sub in last.get("folders", []):
-        console.print(f"[bold blue]{sub['name']}/[/bold blue]")
+        console.print(f"[bold blue]{escape_markup(sub['name'])}/[/bold blue]")
     files_table(items)
 
 
@@ -71,12 +79,12 @@ def search(obj, query, drive, kind, ext, state, min_size, max_size, modified_aft
 
 
 @files.command("show")
-@click.argument("file_id")
+@click.argument("file_id", type=ID)
 @json_option
 @click.pass_obj
 def show(obj, file_id, as_json):
     """Show one file with its metadata."""
-    data = obj.client.get(f"/api/v1/files/{file_id}")
+    data = obj.client.get(f"/api/v1/files/{q(file_id)}")
     if as_json:
         print_json(data)
         return
@@ -105,7 +113,8 @@ def duplicates(obj, limit, as_json):
     for group in items:
         console.print(f"[bold]{group['copies']} copies[/bold], {human_size(group['size'])}")
         for f in group["files"]:
-            console.print(f"  {f['id']}  {f['drive']}:{f['path']}  ({f['state']})")
+            where = escape_markup(f"{f['drive']}:{f['path']}")
+            console.print(f"  {f['id']}  {where}  ({f['state']})")
 
 
 def register(cli):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from cli.client import q
-
-from cli.output import json_option, print_json, table
+from cli.output import escape_controls, json_option, print_json, table
+from cli.params import DRIVE, EMAIL, GROUP
 
 
 @click.group("groups")
@@ -46,8 +46,8 @@ def create(obj, name, restricted, as_json):
 
 
 @groups.command("grant")
-@click.argument("name")
-@click.argument("email")
+@click.argument("name", type=GROUP)
+@click.argument("email", type=EMAIL)
 @json_option
 @click.pass_obj
 def grant(obj, name, email, as_json):
@@ -56,12 +56,12 @@ def grant(obj, name, email, as_json):
     if as_json:
         print_json(data)
         return
-    click.echo(f"{email} can now see group {name!r}")
+    click.echo(f"{escape_controls(email)} can now see group {name!r}")
 
 
 @groups.command("revoke")
-@click.argument("name")
-@click.argument("email")
+@click.argument("name", type=GROUP)
+@click.argument("email", type=EMAIL)
 @json_option
 @click.pass_obj
 def revoke(obj, name, email, as_json):
@@ -70,12 +70,12 @@ def revoke(obj, name, email, as_json):
     if as_json:
         print_json(data)
         return
-    click.echo(f"{email} no longer sees group {name!r}")
+    click.echo(f"{escape_controls(email)} no longer sees group {name!r}")
 
 
 @groups.command("add-drive")
-@click.argument("name")
-@click.argument("drive")
+@click.argument("name", type=GROUP)
+@click.argument("drive", type=DRIVE)
 @json_option
 @click.pass_obj
 def add_drive(obj, name, drive, as_json):

@@ -2,21 +2,68 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 
+from cli.client import q
 from cli.commands.collections import find_collection
-from cli.output import json_option, print_json, table
+from cli.output import escape_controls, json_option, print_json, table
+from cli.params import COLLECTION, ID
 
 SERVICE = "sharing"
+
+# The sharing service accepts an expires_in of 1 to 5 digits and a unit, at
+# most 3650 days (DURATION and MAX_EXPIRY in services/sharing/schemas.py).
+DURATION = re.compile(r"^(\d+)([mhdw])$")
+UNIT_MINUTES = {"m": 1, "h": 60, "d": 24 * 60, "w": 7 * 24 * 60}
+MAX_EXPIRY_DAYS = 3650
+MAX_DURATION_DIGITS = 5
 
 
 def _collection_id(client, ref: str) -> str:
     return find_collection(client, ref)["id"]
 
 
+def parse_expires(ctx, param, value: str | None) -> str | None:
+    """Validate a --expires duration against the sharing service's limits.
+
+    Returns the duration without surrounding spaces or leading zeros, such
+    as "7d" for " 007d", which the service reads as the same lifetime.
+    """
+    if value is None:
+        return None
+    match = DURATION.match(value.strip())
+    if not match:
+        raise click.BadParameter(
+            f"invalid duration {value!r}: use a number and a unit (m, h, d or w), "
+            "such as 30m, 12h, 7d or 2w",
+            ctx=ctx,
+            param=param,
+        )
+    amount, unit = int(match.group(1)), match.group(2)
+    if amount == 0:
+        raise click.BadParameter("the duration must be greater than zero", ctx=ctx, param=param)
+    if amount * UNIT_MINUTES[unit] > MAX_EXPIRY_DAYS * UNIT_MINUTES["d"]:
+        raise click.BadParameter(
+            f"{value!r} is longer than the maximum lifetime of {MAX_EXPIRY_DAYS} days "
+            f"({MAX_EXPIRY_DAYS}d)",
+            ctx=ctx,
+            param=param,
+        )
+    if len(str(amount)) > MAX_DURATION_DIGITS:
+        raise click.BadParameter(
+            f"{value!r} has more than {MAX_DURATION_DIGITS} digits: "
+            "use a larger unit, such as h or d",
+            ctx=ctx,
+            param=param,
+        )
+    return f"{amount}{unit}"
+
+
 def _print_link(link: dict) -> None:
-    click.echo(f"{link['label']} ({link['id']}): {link['state']}")
-    click.echo(f"  url: {link['url'] or 'unavailable'}")
+    click.echo(f"{escape_controls(link['label'])} ({link['id']}): {link['state']}")
+    click.echo(f"  url: {escape_controls(link['url'] or 'unavailable')}")
     expires = link["expires_at"] or "never"
     click.echo(f"  expires: {expires}")
     click.echo(
@@ -30,7 +77,7 @@ def _print_link(link: dict) -> None:
         f"last access: {stats['last_access_at'] or 'never'}"
     )
     for warning in link.get("warnings", []):
-        click.echo(f"  warning: {warning}", err=True)
+        click.echo(f"  warning: {escape_controls(warning)}", err=True)
 
 
 @click.group("links")
@@ -39,9 +86,11 @@ def links():
 
 
 @links.command("create")
-@click.argument("collection")
+@click.argument("collection", type=COLLECTION)
 @click.option("--label", required=True, help="Who the link is for, shown to members.")
-@click.option("--expires", help="Lifetime from now, such as 30m, 12h, 7d or 2w; default: no expiry.")
+@click.option("--expires", callback=parse_expires,
+              help="Lifetime from now, such as 30m, 12h, 7d or 2w, at most "
+                   f"{MAX_EXPIRY_DAYS}d; default: no expiry.")  # fmt: skip
 @click.option("--password", "ask_password", is_flag=True, help="Prompt for a password visitors must enter.")
 @click.option("--allow-download", is_flag=True, help="Let visitors download originals and zips.")
 @click.option("--show-metadata", is_flag=True, help="Show size, dimensions and capture time.")
@@ -67,7 +116,7 @@ def create(obj, collection, label, expires, ask_password, allow_download, show_m
 
 
 @links.command("ls")
-@click.argument("collection")
+@click.argument("collection", type=COLLECTION)
 @json_option
 @click.pass_obj
 def list_links(obj, collection, as_json):
@@ -97,12 +146,12 @@ def list_links(obj, collection, as_json):
 
 
 @links.command("show")
-@click.argument("link_id")
+@click.argument("link_id", type=ID)
 @json_option
 @click.pass_obj
 def show(obj, link_id, as_json):
     """Show a link with its full URL."""
-    link = obj.client.get(f"/api/v1/links/{link_id}", service=SERVICE)
+    link = obj.client.get(f"/api/v1/links/{q(link_id)}", service=SERVICE)
     if as_json:
         print_json(link)
         return
@@ -110,12 +159,12 @@ def show(obj, link_id, as_json):
 
 
 @links.command("revoke")
-@click.argument("link_id")
+@click.argument("link_id", type=ID)
 @json_option
 @click.pass_obj
 def revoke(obj, link_id, as_json):
     """Revoke a link; its URL stops working at once."""
-    link = obj.client.post(f"/api/v1/links/{link_id}/revoke", service=SERVICE)
+    link = obj.client.post(f"/api/v1/links/{q(link_id)}/revoke", service=SERVICE)
     if as_json:
         print_json(link)
         return

@@ -8,8 +8,9 @@ import os
 import click
 
 from cli import config as cli_config
-from cli.client import ApiClient
-from cli.output import json_option, print_json, table
+from cli.client import ApiClient, q
+from cli.output import escape_controls, json_option, print_json, table
+from cli.params import ID
 
 
 def _internal_secret(data_dir: str | None) -> str | None:
@@ -28,11 +29,21 @@ def _internal_secret(data_dir: str | None) -> str | None:
 @click.option("--org", "org_name", required=True, help="Name of the organization.")
 @click.option("--email", required=True, help="Email of the first owner.")
 @click.option("--data-dir", help="Data folder of a local `archive up` (for its secret).")
+@click.option("--force", is_flag=True,
+              help="Replace the token that the config file already contains for this URL.")  # fmt: skip
 @json_option
 @click.pass_obj
-def init(obj, org_name, email, data_dir, as_json):
-    """Create the first organization and its owner, and save a token."""
+def init(obj, org_name, email, data_dir, force, as_json):
+    """Create the first organization and its owner, and save a token.
+
+    The token is saved in the config file: ARCHIVE_CONFIG if set, else
+    archive/config.json in XDG_CONFIG_HOME (~/.config by default). When that
+    file already contains a token for the same URL, init stops before it
+    creates anything, unless --force is given.
+    """
     config = cli_config.resolve(obj.url, None)
+    if not force:
+        _reject_saved_token(config.catalog_url)
     client = ApiClient(config)
     headers = {}
     secret = _internal_secret(data_dir)
@@ -53,8 +64,23 @@ def init(obj, org_name, email, data_dir, as_json):
     if as_json:
         print_json({**created, "config_file": str(path)})
         return
-    click.echo(f"Created organization {org_name!r} with owner {email}.")
-    click.echo(f"Token saved to {path}")
+    click.echo(f"Created organization {org_name!r} with owner {escape_controls(email)}.")
+    click.echo(f"Token saved to {escape_controls(path)}")
+
+
+def _reject_saved_token(catalog_url: str) -> None:
+    """Raise click.ClickException when the config file contains a token for ``catalog_url``."""
+    stored = cli_config.load_file()
+    # NOTE: the file contains one URL and token, so init still replaces a
+    # token saved for another URL without a check.
+    if not stored.get("token") or stored.get("catalog_url") != catalog_url:
+        return
+    path = escape_controls(cli_config.config_path())
+    raise click.ClickException(
+        f"the config file {path} already contains a token for {escape_controls(catalog_url)}. "
+        "Pass --force to replace that token (its organization stays), "
+        "or set ARCHIVE_CONFIG to another config file."
+    )
 
 
 @click.group("members")
@@ -90,20 +116,20 @@ def members_add(obj, email, role, as_json):
     if as_json:
         print_json(data)
         return
-    click.echo(f"Added {email} as {role}. Their token: {data['token']}")
+    click.echo(f"Added {escape_controls(email)} as {role}. Their token: {data['token']}")
 
 
 @members.command("remove")
-@click.argument("user_id")
+@click.argument("user_id", type=ID)
 @json_option
 @click.pass_obj
 def members_remove(obj, user_id, as_json):
     """Remove a member from the organization."""
-    obj.client.delete(f"/api/v1/members/{user_id}")
+    obj.client.delete(f"/api/v1/members/{q(user_id)}")
     if as_json:
         print_json({"removed": user_id})
         return
-    click.echo(f"Removed member {user_id}.")
+    click.echo(f"Removed member {escape_controls(user_id)}.")
 
 
 @click.group("db")

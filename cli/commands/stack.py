@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 
 from cli import config as cli_config
-from cli.client import ApiClient
-from cli.output import console, files_table, human_size, print_json
+from cli.client import ApiClient, q
+from cli.output import console, escape_markup, files_table, human_size, print_json
 from cli.stack_runner import SERVICE_PORTS, EmbeddedStack, default_data_dir
 
 DATA_DIR_HELP = "Folder for databases, Redis, object store and logs."
@@ -41,7 +41,9 @@ def _wait_for_interrupt(stack: EmbeddedStack) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help=DATA_DIR_HELP)
 def up(data_dir):
     """Run the whole embedded stack in the foreground; Ctrl-C stops it."""
-    stack = EmbeddedStack(data_dir or default_data_dir(), log=console.print)
+    stack = EmbeddedStack(
+        data_dir or default_data_dir(), log=lambda text: console.print(escape_markup(text))
+    )
     try:
         env = stack.start()
     except RuntimeError as error:
@@ -49,7 +51,7 @@ def up(data_dir):
         raise click.ClickException(str(error)) from None
     for name in SERVICE_PORTS:
         console.print(f"{name:12} http://127.0.0.1:{env[f'{name.upper()}_PORT']}")
-    console.print(f"data folder  {stack.data_dir}")
+    console.print(f"data folder  {escape_markup(stack.data_dir)}")
     console.print("running; press Ctrl-C to stop")
     _wait_for_interrupt(stack)
 
@@ -97,7 +99,7 @@ def _wait_for_renditions(client: ApiClient, source_id: str, timeout: float) -> d
     deadline = time.monotonic() + timeout
     with console.status("making thumbnails and previews ...") as status:
         while True:
-            source = client.get(f"/api/v1/sources/{source_id}")
+            source = client.get(f"/api/v1/sources/{q(source_id)}")
             pending = source["renditions_pending"]
             status.update(f"making thumbnails and previews: {pending} files left")
             if pending == 0 or time.monotonic() > deadline:
@@ -185,7 +187,7 @@ def _share(client: ApiClient, source: dict) -> dict:
             service="collections",
         )
     added = client.post(
-        f"/api/v1/collections/{collection['id']}/items",
+        f"/api/v1/collections/{q(collection['id'])}/items",
         {"query": {"q": "", "drive": source["id"]}},
         service="collections",
     )
@@ -211,23 +213,25 @@ def _share(client: ApiClient, source: dict) -> dict:
 
 def _print_report(report: dict) -> None:
     source = report["drive"]
-    console.rule(f"[bold]drive {source['name']}")
+    drive_name = escape_markup(source["name"])
+    console.rule(f"[bold]drive {drive_name}")
     console.print(
         f"{report['files']} files, {human_size(source['total_bytes'])}, "
         f"{report['with_thumbnail']} with thumbnails"
     )
     for media_type, count in report["media_types"].items():
-        console.print(f"  {count:5}  {media_type}")
+        console.print(f"  {count:5}  {escape_markup(media_type)}")
     files_table(report["items"][:15], title="first files")
-    console.print("\nBrowse it (token saved in " + report["config_file"] + "):")
-    console.print(f"  archive files ls {source['name']}")
+    console.print(f"\nBrowse it (token saved in {escape_markup(report['config_file'])}):")
+    console.print(f"  archive files ls {drive_name}")
     console.print("  archive files search QUERY --type image")
     console.print("  archive drives list")
     share = report["share"]
     console.print(
-        f"\nCollection {share['collection']!r} ({share['items']} files) is shared at:"
+        f"\nCollection {escape_markup(repr(share['collection']))} ({share['items']} files) "
+        "is shared at:"
     )
-    console.print(f"  [bold]{share['url']}[/bold]")
+    console.print(f"  [bold]{escape_markup(share['url'])}[/bold]")
 
 
 def register(cli):

@@ -14,8 +14,11 @@ from types import SimpleNamespace
 
 import pytest
 from PIL import Image
+from sqlalchemy import func, select
 
 from cli.commands import agent as agent_command
+from core.db import session_scope
+from services.catalog.models import Organization
 from tests.cli.conftest import ArchiveCli
 from tests.conftest import wait_for
 
@@ -79,11 +82,43 @@ def test_init_writes_config(archive):
     assert stored["catalog_url"] == archive.url
     assert archive.config_path.stat().st_mode & 0o077 == 0
 
+
+
+def count_organizations() -> int:
+    with session_scope("catalog") as session:
+        return session.scalar(select(func.count()).select_from(Organization))
+
+
+def test_init_keeps_saved_token(archive, owner_config):
+    saved = archive.config_path.read_text()
+    again = archive.run("init", "--org", "Other", "--email", "you@example.com")
+    assert_clean_failure(again, f"the config file {archive.config_path} already contains")
+    assert "--force" in again.output
+    assert "ARCHIVE_CONFIG" in again.output
+    assert archive.config_path.read_text() == saved
+    assert count_organizations() == 1
+
+
+def test_init_force_replaces_token(archive, owner_config):
     # A second organization needs the internal secret, read from INTERNAL_SECRET.
     second = archive.run_json(
-        "init", "--org", "Other", "--email", "you@example.com", "--json"
+        "init", "--org", "Other", "--email", "you@example.com", "--force", "--json"
     )
-    assert second["org_id"] != created["org_id"]
+    assert second["org_id"] != owner_config["org_id"]
+    stored = json.loads(archive.config_path.read_text())
+    assert stored["token"] == second["token"]
+    assert count_organizations() == 2
+
+
+def test_init_other_config_file(archive, owner_config, tmp_path):
+    other_config = tmp_path / "other.json"
+    second = archive.run_json(
+        "init", "--org", "Other", "--email", "you@example.com", "--json",
+        env={"ARCHIVE_CONFIG": str(other_config)},
+    )  # fmt: skip
+    assert second["config_file"] == str(other_config)
+    first = json.loads(archive.config_path.read_text())
+    assert first["token"] == owner_config["token"]
 
 
 def test_init_without_secret_fails_cleanly(archive, owner_config, tmp_path):
@@ -95,6 +130,7 @@ def test_init_without_secret_fails_cleanly(archive, owner_config, tmp_path):
         "you@example.com",
         "--data-dir",
         str(tmp_path / "no-stack"),
+        "--force",
         env={"INTERNAL_SECRET": None},
     )
     assert_clean_failure(result, "X-Internal-Secret")
@@ -308,3 +344,92 @@ def test_agent_json_one_line_per_event(archive, owner_config, tmp_path, worker):
     lines = result.stdout.splitlines()
     assert len(lines) == 1
     assert json.loads(lines[0])["event"] == "connected"
+
+
+def assert_usage_error(result, expected: str) -> None:
+    """Assert a usage error (exit code 2) with ``expected`` in the message."""
+    assert_clean_failure(result, expected)
+    assert result.exit_code == 2, result.output
+
+
+def test_ids_with_dot_segments_rejected(archive, owner_config):
+    member = archive.run_json("members", "add", "guest@example.com", "--json")
+    cases = [
+        ("files", "show", "../members"),
+        ("files", "show", ".."),
+        ("files", "open", "../members"),
+        ("links", "show", "../links"),
+        ("links", "revoke", ".."),
+        ("members", "remove", f"../members/{member['user_id']}"),
+        ("members", "remove", "."),
+        ("exports", "status", "../members"),
+        ("exports", "cancel", ".."),
+        ("exports", "download", "../exports"),
+        ("collections", "rm", "Picks", "../../other"),
+        ("collections", "move", "Picks", "..", "0"),
+    ]
+    for args in cases:
+        assert_usage_error(archive.run(*args), "is not a valid id")
+    members = archive.run_json("members", "ls", "--json")["items"]
+    assert member["user_id"] in [m["user_id"] for m in members]
+
+
+def test_blank_arguments_rejected(archive, owner_config, tmp_path, monkeypatch):
+    # An empty PATH resolves to the working directory, so give it a file to connect.
+    workdir = tmp_path / "workdir"
+    (workdir / "DCIM").mkdir(parents=True)
+    (workdir / "DCIM" / "one.jpg").write_bytes(jpeg((10, 10, 10)))
+    monkeypatch.chdir(workdir)
+    cases = [
+        (("drives", "connect", ""), "the path must not be empty"),
+        (("drives", "connect", "  "), "the path must not be empty"),
+        (("files", "show", ""), "the id must not be empty"),
+        (("files", "show", " "), "the id must not be empty"),
+        (("files", "ls", ""), "has no drive name"),
+        (("files", "ls", ":"), "':' has no drive name"),
+        (("files", "ls", ":DCIM"), "':DCIM' has no drive name"),
+        (("drives", "rescan", ""), "the drive name must not be empty"),
+        (("drives", "disconnect", " "), "the drive name must not be empty"),
+        (("drives", "verify", ".."), "'..' is not a valid drive name"),
+        (("groups", "grant", "", "me@example.com"), "the group name must not be empty"),
+        (("groups", "revoke", "Clients", ""), "the email must not be empty"),
+    ]
+    for args, expected in cases:
+        assert_usage_error(archive.run(*args), expected)
+    assert not (workdir / ".archive-volume.json").exists()
+    assert archive.run_json("drives", "list", "--json")["items"] == []
+
+
+def test_names_print_literally(archive, owner_config, drive_factory, worker):
+    names = {
+        "[bold]rich[bold].jpg": "[bold]rich[bold].jpg",
+        "esc\x1b[31mred.jpg": "esc\\x1b[31mred.jpg",
+        "two\nlines.jpg": "two\\nlines.jpg",
+    }
+    root = drive_factory("CARD", {name: jpeg((0, 0, 90)) for name in names})
+    (root / "[i]sub[i]").mkdir()
+    (root / "[i]sub[i]" / "inner.jpg").write_bytes(jpeg((90, 0, 0)))
+    wide = {"COLUMNS": "200"}
+    connected = archive.run(
+        "drives", "connect", str(root), "--name", "[red]Tape", "--wait", env=wide
+    )
+    assert connected.exit_code == 0, connected.output
+    assert "drive [red]Tape connected" in connected.output
+
+    listing = archive.run("files", "ls", "[red]Tape", env=wide)
+    assert listing.exit_code == 0, listing.output
+    assert "[i]sub[i]/" in listing.output
+    for shown in names.values():
+        assert shown in listing.output
+    assert "\x1b" not in listing.output
+
+    drives = archive.run("drives", "list", env=wide)
+    assert "[red]Tape" in drives.output
+
+    exact = archive.run_json("files", "search", "", "--json")["items"]
+    assert sorted(item["name"] for item in exact) == sorted([*names, "inner.jpg"])
+    escaped = next(item for item in exact if item["name"] == "esc\x1b[31mred.jpg")
+    details = archive.run("files", "show", escaped["id"], env=wide)
+    assert details.exit_code == 0, details.output
+    assert "esc\\x1b[31mred.jpg" in details.output
+    assert "\x1b" not in details.output
