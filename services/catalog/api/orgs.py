@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from core.auth import current_principal, generate_token, hash_token
 from core.errors import Conflict, Forbidden, NotFound
@@ -21,6 +21,9 @@ from services.catalog.models import (
     SourceGroup,
     User,
 )
+
+# Advisory lock key held while an organization is created (any constant).
+FIRST_ORG_LOCK = 7_314_001
 
 blp = Blueprint("orgs", __name__, url_prefix="/api/v1", description="Organizations and members")
 
@@ -58,6 +61,9 @@ class Orgs(MethodView):
         import hmac
 
         session = db()
+        if session.get_bind().dialect.name == "postgresql":
+            # Two first requests at once must not both find no organization.
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FIRST_ORG_LOCK})
         has_orgs = session.scalar(select(func.count(Organization.id))) > 0
         secret = get_settings().internal_secret
         given = request.headers.get("X-Internal-Secret", "")
