@@ -255,6 +255,14 @@ def test_empty_mount_point_is_not_a_wiped_drive(owner, drive, tmp_path):
     assert result["status"] == "interrupted"
     assert "not mounted" in result["message"] or "volume marker" in result["message"]
     assert files_by_path(owner, state="missing") == {}
+    # The drive is not there, so it shows offline until it is connected again.
+    assert owner.get(f"/api/v1/sources/{source['id']}").json["state"] == "offline"
+    assert {f["state"] for f in files_by_path(owner).values()} == {"offline"}
+    drive.rmdir()
+    os.rename(tmp_path / "elsewhere", drive)
+    again = connect(owner, drive)
+    assert run_active_scan(owner, again)["counts"]["unchanged"] == 4
+    assert {f["state"] for f in files_by_path(owner).values()} == {"online"}
 
 
 def test_drive_with_all_files_deleted_marks_them_missing(owner, drive):

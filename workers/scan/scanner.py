@@ -87,6 +87,10 @@ class ScanInterrupted(Exception):
     """The walk could not finish; the catalog was left unchanged."""
 
 
+class DriveAbsent(ScanInterrupted):
+    """The drive is not at its mount path: the folder is gone, empty or another drive's."""
+
+
 @dataclass
 class ScanCounts:
     files: int = 0
@@ -330,15 +334,15 @@ class Scanner:
 
     def _check_identity(self) -> None:
         if not os.path.isdir(self.root):
-            raise ScanInterrupted(f"the drive is not mounted at {self.root}")
+            raise DriveAbsent(f"the drive is not mounted at {self.root}")
         found = read_volume_id(self.root)
         if found is None:
-            raise ScanInterrupted(
+            raise DriveAbsent(
                 f"{self.root} does not hold the drive's volume marker; "
                 "the drive is not mounted there (an empty mount point?)"
             )
         if found != self.source.volume_id:
-            raise ScanInterrupted(
+            raise DriveAbsent(
                 f"{self.root} now holds a different drive (volume {found})"
             )
 

@@ -13,7 +13,7 @@ from core.db import get_engine, session_scope, utcnow
 from core.logs import get_logger
 from core.settings import get_settings
 from services.catalog.models import File, Scan, ScanIssue, Source
-from workers.scan.scanner import Scanner, ScanInterrupted, discard_staging
+from workers.scan.scanner import DriveAbsent, Scanner, ScanInterrupted, discard_staging
 from workers.scan.walker import open_relative
 
 log = get_logger(__name__)
@@ -56,6 +56,21 @@ def _claim(scan_id: str) -> bool:
     return result.rowcount == 1
 
 
+def _mark_offline(source_id: str, mount_path: str) -> None:
+    """Mark a drive offline that its scan found absent, unless it was connected again elsewhere."""
+    from services.catalog.events import publish_source_state
+
+    with session_scope("catalog") as session:
+        source = session.get(Source, source_id, with_for_update=True)
+        if source.state != "online" or source.mount_path != mount_path:
+            return
+        source.state = "offline"
+        source.disconnected_at = utcnow()
+        session.flush()
+        publish_source_state(session.connection(), source)
+    log.warning("drive_marked_offline", source_id=source_id, mount_path=mount_path)
+
+
 def _finish(scan_id: str, status: str, message: str | None, counts: dict | None = None) -> None:
     with session_scope("catalog") as session:
         scan = session.get(Scan, scan_id)
@@ -89,6 +104,12 @@ def run_scan(scan_id: str, on_batch=None) -> None:
     )
     try:
         counts = scanner.run()
+    except DriveAbsent as error:
+        log.warning("scan_drive_absent", scan_id=scan_id, reason=str(error))
+        discard_staging(scan_id)
+        _finish(scan_id, "interrupted", str(error), scanner.counts.as_dict())
+        _mark_offline(source.id, source.mount_path)
+        return
     except ScanInterrupted as error:
         log.warning("scan_interrupted", scan_id=scan_id, reason=str(error))
         discard_staging(scan_id)
