@@ -140,7 +140,14 @@ class SafeParser(FlaskParser):
             raise json.JSONDecodeError("nested too deeply", "", 0) from None
 
 
-Blueprint.ARGUMENTS_PARSER = SafeParser()
+class ServiceBlueprint(Blueprint):
+    """A flask-smorest blueprint whose arguments go through ``SafeParser``.
+
+    A subclass, not a parser set on flask-smorest's class: that setting
+    reached only the blueprints decorated after this module was imported.
+    """
+
+    ARGUMENTS_PARSER = SafeParser()
 
 
 def create_base_app(name: str, title: str, response_headers=None) -> tuple[Flask, Api]:

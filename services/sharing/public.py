@@ -30,8 +30,8 @@ from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
 
 from core.errors import error_body
 from core.logs import get_logger
-from core.web import attachment_header
 from core.storage import ObjectNotFound, StorageError, get_store
+from core.web import attachment_header
 from services.sharing import freshness, ratelimit, stats
 from services.sharing.clients import ExportClient, UpstreamError
 from services.sharing.keys import cookie_secret

@@ -7,13 +7,12 @@ import logging
 
 import pytest
 from flask import Response
-from flask_smorest import Blueprint
 from marshmallow import Schema
 from marshmallow import fields as ma_fields
 
 from core.logs import add_request_context, get_logger
 from core.metrics import REQUEST_SECONDS
-from core.web import ServiceFlask, create_base_app
+from core.web import ServiceBlueprint, ServiceFlask, create_base_app
 
 
 @pytest.fixture
@@ -38,7 +37,7 @@ def app():
     class Rename(Schema):
         name = ma_fields.String()
 
-    blueprint = Blueprint("probe_items", __name__)
+    blueprint = ServiceBlueprint("probe_items", __name__)
 
     @blueprint.route("/items", methods=["PATCH"])
     @blueprint.arguments(Rename)
@@ -207,3 +206,22 @@ def test_json_body_accepted_and_empty_body_allowed(app):
     empty = client.patch("/items")
     assert empty.status_code == 200
     assert empty.get_json() == {"changed": []}
+
+
+def test_parser_independent_of_import_order():
+    import subprocess
+    import sys
+
+    # The API module is imported first, before anything imports core.web.
+    script = (
+        "import services.catalog.api.orgs\n"
+        "from services.catalog.app import create_app\n"
+        "client = create_app().test_client()\n"
+        "response = client.post('/api/v1/orgs', data='{\"name\": \"x\"}', content_type='text/plain')\n"
+        "print(response.status_code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "415"

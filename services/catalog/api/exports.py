@@ -7,7 +7,6 @@ from datetime import datetime, timezone
 
 from flask import Response, request, stream_with_context
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import func, select
 
@@ -15,18 +14,18 @@ from core.auth import Principal, check_internal_secret, current_principal
 from core.celery_app import QUEUE_EXPORTS, drive_queue
 from core.errors import Conflict, DriveOffline, Gone, NotFound, ServiceUnavailable, ValidationError
 from core.logs import get_logger
-from core.web import attachment_header
 from core.pagination import decode_cursor, decode_offset, encode_cursor
 from core.settings import get_settings
 from core.storage import ObjectNotFound, get_store
+from core.web import ServiceBlueprint, attachment_header
 from services.catalog.access import get_file, visible_files
 from services.catalog.api.common import db
 from services.catalog.models import Export, File, Source
 from workers.exports.names import safe_name
 
 log = get_logger(__name__)
-blp = Blueprint("exports", __name__, url_prefix="/api/v1", description="Exports and originals")
-internal = Blueprint("internal_exports", __name__, url_prefix="/api/v1/internal", description="Internal exports")
+blp = ServiceBlueprint("exports", __name__, url_prefix="/api/v1", description="Exports and originals")
+internal = ServiceBlueprint("internal_exports", __name__, url_prefix="/api/v1/internal", description="Internal exports")
 
 STAGE_WAIT_SECONDS = 60
 

@@ -6,19 +6,19 @@ from datetime import datetime, timedelta, timezone
 
 from flask import Response, stream_with_context
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import and_, func, or_, select
 
 from core.auth import current_principal
 from core.errors import NotFound
 from core.pagination import decode_cursor, encode_cursor
 from core.storage import ObjectNotFound, get_store
+from core.web import ServiceBlueprint
 from services.catalog import schemas
 from services.catalog.access import get_file, visible_files
 from services.catalog.api.common import db, serialize_file
 from services.catalog.models import File, Source
 
-blp = Blueprint("files", __name__, url_prefix="/api/v1", description="Files")
+blp = ServiceBlueprint("files", __name__, url_prefix="/api/v1", description="Files")
 
 
 def _escape_like(term: str) -> str:

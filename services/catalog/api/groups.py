@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import func, select
 
 from core.auth import current_principal
 from core.db import utcnow
 from core.errors import Conflict, NotFound
+from core.web import ServiceBlueprint
 from services.catalog import schemas
 from services.catalog.access import visible_group_ids
 from services.catalog.api.common import db
 from services.catalog.events import GROUP_CHANGED, insert_events
 from services.catalog.models import GroupMember, Membership, Source, SourceGroup, User
 
-blp = Blueprint("groups", __name__, url_prefix="/api/v1", description="Source groups")
+blp = ServiceBlueprint("groups", __name__, url_prefix="/api/v1", description="Source groups")
 
 
 def serialize_group(session, group: SourceGroup) -> dict:

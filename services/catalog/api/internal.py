@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from flask import request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from core.auth import check_internal_secret
 from core.errors import NotFound
 from core.settings import get_settings
+from core.web import ServiceBlueprint
 from services.catalog.api.common import db
 from services.catalog.principals import resolve_token
 
-blp = Blueprint(
+blp = ServiceBlueprint(
     "internal", __name__, url_prefix="/api/v1/internal", description="Internal"
 )
 

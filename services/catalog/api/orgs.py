@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import func, select, text
 
 from core.auth import current_principal, generate_token, hash_token
 from core.errors import Conflict, Forbidden, NotFound
 from core.settings import get_settings
+from core.web import ServiceBlueprint
 from services.catalog import schemas
 from services.catalog.api.common import db
 from services.catalog.api.groups import publish_group_change
@@ -25,7 +25,7 @@ from services.catalog.models import (
 # Advisory lock key held while an organization is created (any constant).
 FIRST_ORG_LOCK = 7_314_001
 
-blp = Blueprint("orgs", __name__, url_prefix="/api/v1", description="Organizations and members")
+blp = ServiceBlueprint("orgs", __name__, url_prefix="/api/v1", description="Organizations and members")
 
 
 def issue_token(session, org_id: str, user_id: str, label: str) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import func, select
 
 from core.auth import current_principal
 from core.errors import Conflict, DriveOffline, NotFound
 from core.pagination import decode_cursor, decode_offset, encode_cursor
 from core.db import utcnow
+from core.web import ServiceBlueprint
 from services.catalog import schemas
 from services.catalog.access import find_source, visible_files, visible_sources
 from services.catalog.api.common import db, serialize_file
@@ -20,7 +20,7 @@ from services.catalog.events import publish_source_state
 from services.catalog.models import File, Folder, Scan, ScanIssue, Source, SourceGroup
 from workers.scan.walker import path_hash
 
-blp = Blueprint("sources", __name__, url_prefix="/api/v1", description="Drives and scans")
+blp = ServiceBlueprint("sources", __name__, url_prefix="/api/v1", description="Drives and scans")
 
 ACTIVE = ("queued", "running", "finalizing")
 

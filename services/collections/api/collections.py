@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import select, tuple_
 
 from core.auth import current_principal
 from core.db import utcnow
 from core.pagination import decode_cursor, encode_cursor
+from core.web import ServiceBlueprint
 from services.collections import schemas
 from services.collections.api.common import (
     cover_url,
@@ -21,7 +21,7 @@ from services.collections.events import publish_collection_changed, publish_coll
 from services.collections.models import Collection
 from services.collections.readmodel import hidden_source_ids
 
-blp = Blueprint(
+blp = ServiceBlueprint(
     "collections", __name__, url_prefix="/api/v1", description="Collections"
 )
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import select
 
 from core.auth import check_internal_secret
 from core.settings import get_settings
+from core.web import ServiceBlueprint
 from services.collections import schemas
 from services.collections.api.common import db
 from services.collections.models import Collection, CollectionItem
 
-blp = Blueprint(
+blp = ServiceBlueprint(
     "internal", __name__, url_prefix="/api/v1/internal", description="Internal"
 )
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from flask import request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import delete, select, tuple_
 
 from core.auth import Principal, current_principal
 from core.db import utcnow
 from core.errors import NotFound, ValidationError
 from core.pagination import decode_cursor, encode_cursor
+from core.web import ServiceBlueprint
 from services.collections import schemas
 from services.collections.api.common import db, file_url, get_collection, hidden_counts
 from services.collections.bulk import insert_rows
@@ -25,7 +25,7 @@ from services.collections.readmodel import (
     upsert_groups,
 )
 
-blp = Blueprint("items", __name__, url_prefix="/api/v1", description="Collection items")
+blp = ServiceBlueprint("items", __name__, url_prefix="/api/v1", description="Collection items")
 
 # Not-found ids quoted in an error message; the full list is in ``not_found``.
 QUOTED_IDS = 20

@@ -6,7 +6,6 @@ from datetime import datetime, timezone
 
 from flask import g, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -15,6 +14,7 @@ from core.auth import Principal, current_principal, role_at_least
 from core.db import session_factory, utcnow
 from core.errors import Conflict, NotFound, ValidationError
 from core.settings import get_settings
+from core.web import ServiceBlueprint
 from services.sharing import freshness, readmodel, schemas, stats
 from services.sharing.clients import MemberClient
 from services.sharing.keys import decrypt_token, encrypt_token, new_token, token_digest
@@ -28,7 +28,7 @@ from services.sharing.models import (
 )
 from services.sharing.passwords import hash_password
 
-blp = Blueprint("links", __name__, url_prefix="/api/v1", description="Share links")
+blp = ServiceBlueprint("links", __name__, url_prefix="/api/v1", description="Share links")
 
 CREATOR_LEFT_WARNING = (
     "the member who created this link has left the organization, so the link "
