@@ -270,6 +270,9 @@ def test_second_plan_keeps_running_export(owner, drive_factory, monkeypatch):
     ids = [f["id"] for f in files_by_path(owner).values()]
     dispatched = []
     monkeypatch.setattr(exports, "_dispatch", lambda export_id, plan: dispatched.append(export_id))
+    # Plans run inline only: a test worker left from another test would
+    # otherwise plan the export first, with the real dispatch.
+    monkeypatch.setattr(exports.plan_export, "apply_async", lambda *args, **options: None)
 
     response = owner.post("/api/v1/exports", json={"file_ids": ids})
     export_id = response.json["id"]
