@@ -7,6 +7,12 @@ from marshmallow import Schema, fields, validate
 from core.auth import ROLES
 
 NAME = validate.Length(min=1, max=200)
+# Drives and groups are addressed by name in URL paths, where a "/" would
+# split the name in two.
+URL_NAME = [
+    NAME,
+    validate.Regexp(r"^[^/]*$", error="must not contain '/': drives and groups are addressed by name"),
+]
 
 
 class OrgCreateSchema(Schema):
@@ -39,14 +45,14 @@ class MemberSchema(Schema):
 
 
 class GroupCreateSchema(Schema):
-    name = fields.String(required=True, validate=NAME)
+    name = fields.String(required=True, validate=URL_NAME)
     visibility = fields.String(
         load_default="everyone", validate=validate.OneOf(["everyone", "restricted"])
     )
 
 
 class GroupUpdateSchema(Schema):
-    name = fields.String(validate=NAME)
+    name = fields.String(validate=URL_NAME)
     visibility = fields.String(validate=validate.OneOf(["everyone", "restricted"]))
 
 
@@ -66,12 +72,12 @@ class ConnectSchema(Schema):
     volume_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
     mount_path = fields.String(required=True, validate=validate.Length(min=1, max=4096))
     host = fields.String(required=True, validate=validate.Length(min=1, max=255))
-    name = fields.String(validate=NAME)
+    name = fields.String(validate=URL_NAME)
     group = fields.String(validate=NAME)
 
 
 class SourceUpdateSchema(Schema):
-    name = fields.String(validate=NAME)
+    name = fields.String(validate=URL_NAME)
     group = fields.String(validate=NAME)
 
 

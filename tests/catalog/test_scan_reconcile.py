@@ -344,6 +344,21 @@ def test_scan_left_running_is_released(owner, drive):
     assert owner.get(f"/api/v1/scans/{scan_id}").json["status"] == "succeeded"
 
 
+def test_names_with_slash_rejected(owner, drive):
+    from workers.scan.volume import ensure_volume_id
+
+    body = {"volume_id": ensure_volume_id(drive), "mount_path": str(drive), "host": "inline-host"}
+    refused = owner.post("/api/v1/sources", json={**body, "name": "CAM/1"})
+    assert refused.status_code == 422
+    assert "must not contain '/'" in refused.json["error"]["fields"]["name"][0]
+    source = connect(owner, drive)
+    renamed = owner.patch(f"/api/v1/sources/{source['id']}", json={"name": "a/b"})
+    assert renamed.status_code == 422
+    group = owner.post("/api/v1/groups", json={"name": "Clients/2024"})
+    assert group.status_code == 422
+    assert owner.get(f"/api/v1/sources/{source['id']}").json["name"] == source["name"]
+
+
 def test_disconnect_reconnect_unchanged(owner, drive):
     source = connect(owner, drive)
     run_active_scan(owner, source)
