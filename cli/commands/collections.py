@@ -6,7 +6,7 @@ import click
 
 from cli.client import q
 from cli.output import escape_controls, human_size, json_option, print_json, table
-from cli.params import COLLECTION, ID, explain_invalid_id
+from cli.params import COLLECTION, ID, LocationType, explain_invalid_id
 
 SERVICE = "collections"
 MEDIA_TYPES = ["image", "video", "audio", "document", "other"]
@@ -134,7 +134,8 @@ def edit(obj, collection, name, description, as_json):
 @click.option("--query", help="Add every file a catalog search matches; '' matches all.")
 @click.option("--drive", help="With --query: only files on this drive.")
 @click.option("--type", "kind", type=click.Choice(MEDIA_TYPES), help="With --query: only this type.")
-@click.option("--folder", help="Add every file of DRIVE:PATH, subfolders included.")
+@click.option("--folder", type=LocationType(),
+              help="Add every file of DRIVE:PATH, subfolders included.")  # fmt: skip
 @json_option
 @click.pass_obj
 def add(obj, collection, file_ids, query, drive, kind, folder, as_json):
@@ -153,9 +154,7 @@ def add(obj, collection, file_ids, query, drive, kind, folder, as_json):
             search["type"] = kind
         body = {"query": search}
     else:
-        drive_name, _, path = folder.partition(":")
-        if not drive_name:
-            raise click.UsageError("--folder must be DRIVE or DRIVE:PATH")
+        drive_name, path = folder
         body = {"folder": {"drive": drive_name, "path": path}}
     found = find_collection(obj.client, collection)
     data = obj.client.post(f"/api/v1/collections/{q(found['id'])}/items", body, service=SERVICE)
