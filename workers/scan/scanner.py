@@ -67,7 +67,10 @@ KNOWN_COLUMNS = (
 # Kinds of file whose metadata the rendition task reads. Audio files get no
 # renditions, but their duration and codec are read.
 ANALYZED_KINDS = ("image", "video", "document", "audio")
-_ANALYZED_SQL = ", ".join(f"'{kind}'" for kind in ANALYZED_KINDS)
+# The rendition state of a new or changed file, from its staging row ``e``.
+_RENDITION_STATE_SQL = "CASE WHEN e.kind IN ({}) THEN 'pending' ELSE 'none' END".format(
+    ", ".join(f"'{kind}'" for kind in ANALYZED_KINDS)
+)
 ROOT_FOLDER_HASH = path_hash(b"")
 HEARTBEAT_SECONDS = 2.0
 MAX_ISSUES = 10_000
@@ -235,7 +238,7 @@ class _NewFiles:
             copy.__exit__(None, None, None)
             self.scanner._write_rows(self._conn)
         self.committed += sent
-        # An interrupted first scan keeps these files, so its counts say so.
+        # An interrupted first scan keeps these files, so its counts include them.
         self.scanner.counts.new = self.committed
 
     def abort(self) -> None:
@@ -817,8 +820,7 @@ class Scanner:
         content_columns = (
             "fingerprint = e.fingerprint, media_type = e.media_type, kind = e.kind, "
             "checksum = NULL, content_version = files.content_version + 1, "
-            f"rendition_state = CASE WHEN e.kind IN ({_ANALYZED_SQL}) "
-            "THEN 'pending' ELSE 'none' END, media_info = NULL, "
+            f"rendition_state = {_RENDITION_STATE_SQL}, media_info = NULL, "
             "thumbnail_key = NULL, preview_key = NULL, error = e.error"
         )
         statements = [
@@ -853,8 +855,7 @@ class Scanner:
                        e.folder, e.folder_hash, e.name, e.name_lower, e.extension,
                        e.size, e.mtime_ns, e.ctime_ns, e.inode, e.fingerprint,
                        e.media_type, e.kind, 'present', :now, :now, 1,
-                       CASE WHEN e.kind IN ({_ANALYZED_SQL})
-                            THEN 'pending' ELSE 'none' END,
+                       {_RENDITION_STATE_SQL},
                        e.error
                 FROM scan_entries e
                 WHERE e.scan_id = :scan AND e.status = 'new'
