@@ -219,6 +219,15 @@ def publish_file_changes(conn: Connection, scan_id: str, source: Source) -> None
         insert_events(conn, FILES_UPDATED, [{"files": [_facts(row) for row in chunk]}])
 
 
+def set_source_offline(session, source: Source) -> None:
+    """Mark ``source`` offline and publish its new state, unless it is offline already."""
+    if source.state == "offline":
+        return
+    source.state = "offline"
+    source.disconnected_at = utcnow()
+    publish_source_state(session.connection(), source)
+
+
 def publish_source_state(conn: Connection, source: Source) -> None:
     insert_events(
         conn,

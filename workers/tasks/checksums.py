@@ -23,9 +23,9 @@ def checksum_source(source_id: str, after: str = "") -> int:
 
     The next batch starts after this batch's last id, so a drive whose
     files are mostly done is not read from its first file again for every
-    batch. A file whose size or mtime changed since the scan is left for the next
-    scan. The update only applies while the file's content version is the
-    one that was read, so running twice or concurrently is harmless.
+    batch. A file whose size or mtime changed since the scan is left for
+    the next scan. The update only applies while the file's content version
+    is the one that was read, so running twice or concurrently is harmless.
     """
     with session_scope("catalog") as session:
         source = session.get(Source, source_id)

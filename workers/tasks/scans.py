@@ -58,16 +58,13 @@ def _claim(scan_id: str) -> bool:
 
 def _mark_offline(source_id: str, mount_path: str) -> None:
     """Mark a drive offline that its scan found absent, unless it was connected again elsewhere."""
-    from services.catalog.events import publish_source_state
+    from services.catalog.events import set_source_offline
 
     with session_scope("catalog") as session:
         source = session.get(Source, source_id, with_for_update=True)
         if source.state != "online" or source.mount_path != mount_path:
             return
-        source.state = "offline"
-        source.disconnected_at = utcnow()
-        session.flush()
-        publish_source_state(session.connection(), source)
+        set_source_offline(session, source)
     log.warning("drive_marked_offline", source_id=source_id, mount_path=mount_path)
 
 
@@ -104,16 +101,12 @@ def run_scan(scan_id: str, on_batch=None) -> None:
     )
     try:
         counts = scanner.run()
-    except DriveAbsent as error:
-        log.warning("scan_drive_absent", scan_id=scan_id, reason=str(error))
-        discard_staging(scan_id)
-        _finish(scan_id, "interrupted", str(error), scanner.counts.as_dict())
-        _mark_offline(source.id, source.mount_path)
-        return
     except ScanInterrupted as error:
         log.warning("scan_interrupted", scan_id=scan_id, reason=str(error))
         discard_staging(scan_id)
         _finish(scan_id, "interrupted", str(error), scanner.counts.as_dict())
+        if isinstance(error, DriveAbsent):
+            _mark_offline(source.id, source.mount_path)
         return
     except Exception as error:
         log.exception("scan_failed", scan_id=scan_id)

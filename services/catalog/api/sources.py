@@ -16,7 +16,7 @@ from services.catalog import schemas
 from services.catalog.access import find_source, visible_files, visible_sources
 from services.catalog.api.common import db, serialize_file
 from services.catalog.api.groups import find_group, publish_group_change
-from services.catalog.events import publish_source_state
+from services.catalog.events import publish_source_state, set_source_offline
 from services.catalog.models import File, Folder, Scan, ScanIssue, Source, SourceGroup
 from workers.scan.walker import path_hash
 
@@ -307,10 +307,7 @@ class Disconnect(MethodView):
         principal.require("editor")
         session = db()
         source = find_source(session, principal, ref)
-        if source.state != "offline":
-            source.state = "offline"
-            source.disconnected_at = utcnow()
-            publish_source_state(session.connection(), source)
+        set_source_offline(session, source)
         session.commit()
         return serialize_source(session, source)
 
