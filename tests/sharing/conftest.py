@@ -9,44 +9,12 @@ browser or a benchmark needs it.
 from __future__ import annotations
 
 import io
-import os
-import threading
 
 import pytest
-from werkzeug.serving import make_server
 
 from tests.catalog.helpers import connect, run_active_scan
-
-
-def serve(app):
-    """Serve a WSGI app on a free 127.0.0.1 port in a thread; return (server, url)."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    return server, f"http://127.0.0.1:{server.server_port}"
-
-
-def _point_setting(name: str, url: str):
-    from core.remote_auth import clear_cache
-    from core.settings import reset_settings
-
-    previous = os.environ.get(name)
-    os.environ[name] = url
-    reset_settings()
-    clear_cache()
-    return previous
-
-
-def _restore_setting(name: str, previous):
-    from core.remote_auth import clear_cache
-    from core.settings import reset_settings
-
-    if previous is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = previous
-    reset_settings()
-    clear_cache()
+# serve is imported from here by the sharing tests.
+from tests.collections.conftest import serve, served_at  # noqa: F401
 
 
 @pytest.fixture
@@ -55,16 +23,11 @@ def services(catalog_app):
     from services.collections.app import create_app as create_collections
     from services.sharing.listing import clear_cache
 
-    catalog_server, catalog_url = serve(catalog_app)
-    previous_catalog = _point_setting("CATALOG_URL", catalog_url)
-    collections_server, collections_url = serve(create_collections())
-    previous_collections = _point_setting("COLLECTIONS_URL", collections_url)
-    clear_cache()
-    yield {"catalog": catalog_url, "collections": collections_url}
-    collections_server.shutdown()
-    catalog_server.shutdown()
-    _restore_setting("COLLECTIONS_URL", previous_collections)
-    _restore_setting("CATALOG_URL", previous_catalog)
+    with served_at(catalog_app, "CATALOG_URL") as catalog_url, served_at(
+        create_collections(), "COLLECTIONS_URL"
+    ) as collections_url:
+        clear_cache()
+        yield {"catalog": catalog_url, "collections": collections_url}
 
 
 @pytest.fixture
