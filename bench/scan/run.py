@@ -1,11 +1,12 @@
 """Scan benchmark: a generated tree against a bare ``os.scandir`` walk.
 
-In one run it times a bare walk with ``stat`` of every entry, a cold scan
-into PostgreSQL (fingerprints included), an unchanged rescan and a rescan
-after 10% of the files were moved, and prints each as a ratio to the walk.
-Each scan runs in a child process so its peak RSS can be reported.
+Each round times a cold scan into PostgreSQL (fingerprints included), an
+unchanged rescan and a rescan after 10% of the files were moved, each right
+after a bare walk with ``stat`` of every entry, and prints each scan as a
+ratio to its walk; the table shows the medians of the rounds. Each scan runs
+in a child process so its peak RSS can be reported.
 
-    .venv/bin/python bench/scan/run.py [--files 100000] [--folders 1000]
+    .venv/bin/python bench/scan/run.py [--files 100000] [--folders 1000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -173,12 +174,40 @@ def ids_by_path(env: dict) -> dict:
         return dict(rows.fetchall())
 
 
+def reset_catalog() -> None:
+    """Forget every catalogued file, so that the next scan is a first scan."""
+    import psycopg
+
+    with psycopg.connect(f"{PG}/{DB_NAME}", autocommit=True) as conn:
+        conn.execute("TRUNCATE files, folders, scan_entries, scan_issues, scans CASCADE")
+        conn.execute("TRUNCATE outbox_events")
+
+
+def vacuum() -> None:
+    """Vacuum and analyze the catalog, as autovacuum does soon after a scan.
+
+    Left to autovacuum, that work can start during the next walk or scan
+    and take the other core.
+    """
+    import psycopg
+
+    with psycopg.connect(f"{PG}/{DB_NAME}", autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE files, folders, scan_entries, outbox_events")
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument("--folders", type=int, default=1_000)
     parser.add_argument("--moves", type=int, default=None, help="default: 10%% of files")
-    parser.add_argument("--walks", type=int, default=3, help="bare walks; the best is used")
+    parser.add_argument("--walks", type=int, default=3, help="bare walks before and after each scan; the best of each is used")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the three scans; medians are printed")
     args = parser.parse_args()
     moves = args.moves if args.moves is not None else args.files // 10
 
@@ -190,43 +219,64 @@ def main() -> None:
         env = child_env(work / "data")
         source_id = setup_database(env, mount)
 
-        walk_times = []
-        for _ in range(args.walks):
-            started = time.perf_counter()
-            bare_walk(mount)
-            walk_times.append(time.perf_counter() - started)
-        walk = min(walk_times)
+        # Each scan is compared with walks of the same tree timed right
+        # before and right after it (the mean of the best of each). On a
+        # shared machine the same walk took from 0.20 to 0.35 s, switching
+        # between the two within seconds, pinned to either core.
+        def best_walk() -> float:
+            times = []
+            for _ in range(args.walks):
+                started = time.perf_counter()
+                bare_walk(mount)
+                times.append(time.perf_counter() - started)
+            return min(times)
 
-        # Some machines page out file contents left unread for a minute, and
-        # generating a large tree takes longer than that. Reading every file
-        # once puts the scan in the same warm cache as the walk above.
-        read_tree(mount)
-        cold = run_scan(env, source_id)
-        before = ids_by_path(env)
-        unchanged = run_scan(env, source_id)
-        moved_pairs = move_files(mount, moves)
-        after_moves = run_scan(env, source_id)
-        after = ids_by_path(env)
-        kept = sum(1 for old, new in moved_pairs if after.get(new) == before.get(old))
+        steps = ["cold scan (fingerprints)", "unchanged rescan", f"rescan after {moves} moves"]
+        targets = [6.0, 2.0, 2.5]
+        walks: dict[str, list] = {step: [] for step in steps}
+        scans: dict[str, list] = {step: [] for step in steps}
+        kept_counts, detected = [], []
+        for round_number in range(args.rounds):
+            reset_catalog()
+            # Some machines page out file contents left unread for a minute,
+            # and generating a large tree takes longer than that. Reading
+            # every file once puts the scan in the same warm cache as the walk.
+            read_tree(mount)
+            for step in steps:
+                if step == steps[2]:
+                    before = ids_by_path(env)
+                    moved_pairs = move_files(mount, moves)
+                vacuum()
+                walk_before = best_walk()
+                scans[step].append(run_scan(env, source_id))
+                walks[step].append((walk_before + best_walk()) / 2)
+            after = ids_by_path(env)
+            kept_counts.append(
+                sum(1 for old, new in moved_pairs if after.get(new) == before.get(old))
+            )
+            detected.append(scans[steps[2]][-1]["counts"])
+            # Put the tree back for the next round's first scan.
+            for old, new in moved_pairs:
+                os.rename(mount / new, mount / old)
+            print(f"round {round_number + 1} of {args.rounds}: " + ", ".join(
+                f"{scans[step][-1]['seconds']:.2f} s / {walks[step][-1]:.2f} s = "
+                f"{scans[step][-1]['seconds'] / walks[step][-1]:.2f}x" for step in steps
+            ), flush=True)  # fmt: skip
 
-        rows = [
-            ("bare os.scandir walk + stat", walk, None, None),
-            ("cold scan (fingerprints)", cold["seconds"], 6.0, cold["peak_rss_mb"]),
-            ("unchanged rescan", unchanged["seconds"], 2.0, unchanged["peak_rss_mb"]),
-            (f"rescan after {len(moved_pairs)} moves", after_moves["seconds"], 2.5,
-             after_moves["peak_rss_mb"]),
-        ]  # fmt: skip
         print(f"\n{args.files} files in {args.folders} folders, PostgreSQL, "
-              f"{os.cpu_count()} cores")  # fmt: skip
-        print(f"{'step':36} {'seconds':>8} {'x walk':>8} {'target':>8} {'peak MB':>8}")
-        for name, seconds, target, rss in rows:
-            ratio = seconds / walk
-            target_text = f"<= {target}" if target else ""
-            rss_text = f"{rss:.0f}" if rss else ""
-            print(f"{name:36} {seconds:8.2f} {ratio:8.2f} {target_text:>8} {rss_text:>8}")
-        print(f"moved files keeping their id: {kept} of {len(moved_pairs)}")
-        print(f"moves detected by the scan: {after_moves['counts']['moved']}, "
-              f"missing: {after_moves['counts']['missing']}")  # fmt: skip
+              f"{os.cpu_count()} cores, median of {args.rounds} rounds")  # fmt: skip
+        print(f"{'step':32} {'walk s':>7} {'scan s':>7} {'x walk':>7} {'range':>12} "
+              f"{'target':>7} {'peak MB':>8}")  # fmt: skip
+        for step, target in zip(steps, targets):
+            ratios = [r["seconds"] / w for r, w in zip(scans[step], walks[step])]
+            seconds = median([r["seconds"] for r in scans[step]])
+            peak = max(r["peak_rss_mb"] for r in scans[step])
+            spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+            print(f"{step:32} {median(walks[step]):7.2f} {seconds:7.2f} {median(ratios):7.2f} "
+                  f"{spread:>12} {'<= ' + str(target):>7} {peak:8.0f}")  # fmt: skip
+        print(f"moved files keeping their id, per round: {kept_counts} of {moves}")
+        print("moves detected, per round: "
+              f"{[c['moved'] for c in detected]}, missing: {[c['missing'] for c in detected]}")  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
         import psycopg

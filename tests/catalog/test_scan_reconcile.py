@@ -210,6 +210,60 @@ def test_unchanged_rescan_reads_nothing(owner, drive):
     assert counts["new"] == counts["changed"] == counts["moved"] == counts["missing"] == 0
 
 
+def _subfolders(member, source: dict, path: str) -> list[str]:
+    response = member.get(f"/api/v1/sources/{source['id']}/folder", query_string={"path": path})
+    assert response.status_code == 200, response.json
+    return [folder["path"] for folder in response.json["folders"]]
+
+
+def test_unchanged_rescan_writes_no_staging_rows(owner, drive, monkeypatch):
+    import workers.scan.scanner as scanner_module
+
+    written = []
+    real_bulk_insert = scanner_module.bulk_insert
+
+    def counting_bulk_insert(conn, table, columns, rows):
+        written.extend(rows)
+        return real_bulk_insert(conn, table, columns, rows)
+
+    monkeypatch.setattr(scanner_module, "bulk_insert", counting_bulk_insert)
+    source = connect(owner, drive)
+    run_active_scan(owner, source)
+    written.clear()
+    result = scan(owner, source)
+    assert result["status"] == "succeeded"
+    assert result["complete"] is True
+    assert result["counts"]["unchanged"] == 4
+    assert written == []
+    # A touched file makes the scan write and apply its rows again.
+    path = drive / "notes.txt"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000_000))
+    assert scan(owner, source)["counts"]["touched"] == 1
+    assert written
+
+
+def test_empty_folders_that_come_and_go_are_seen(owner, drive):
+    source = connect(owner, drive)
+    run_active_scan(owner, source)
+    # An empty folder adds no file, only a name to its parent folder.
+    os.makedirs(drive / "a/empty")
+    os.makedirs(drive / "fresh")
+    scan(owner, source)
+    assert _subfolders(owner, source, "") == ["a", "b", "fresh"]
+    assert _subfolders(owner, source, "a") == ["a/empty"]
+    # A folder that went is seen though every folder left is unchanged.
+    os.rmdir(drive / "a/empty")
+    result = scan(owner, source)
+    assert result["counts"]["unchanged"] == 4
+    assert _subfolders(owner, source, "a") == []
+    os.rename(drive / "fresh", drive / "renamed")
+    scan(owner, source)
+    assert _subfolders(owner, source, "") == ["a", "b", "renamed"]
+    # Nothing changed since: the folders stay as they are.
+    scan(owner, source)
+    assert _subfolders(owner, source, "") == ["a", "b", "renamed"]
+
+
 def test_drive_pulled_mid_scan_marks_nothing_missing(owner, drive_factory, tmp_path):
     root = drive_factory("big", {f"d{i:02}/f{j}.jpg": payload(f"{i}-{j}") for i in range(10) for j in range(20)})
     source = connect(owner, root)

@@ -16,8 +16,10 @@ it wrote stay and the next scan treats them like any catalogued file.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import math
+import operator
 import os
 import time
 from dataclasses import dataclass, field
@@ -82,6 +84,8 @@ MAX_CACHED_SIGNATURES = 200_000
 # Batches of files a first scan sends through one COPY before it commits
 # them (20,000 files with the default batch size).
 FIRST_SCAN_COMMIT_BATCHES = 10
+# Staging rows of unchanged folders held back before they are written.
+MAX_UNCHANGED_ROWS = 50_000
 # Unreadable folders whose files are protected by one statement.
 PREFIXES_PER_STATEMENT = 50
 
@@ -119,6 +123,9 @@ class ScanResult:
     changed_ids: list = field(default_factory=list)
 
 
+_size = operator.itemgetter(1)
+
+
 def _split(path_bytes: bytes) -> tuple[bytes, bytes]:
     folder, _, name = path_bytes.rpartition(b"/")
     return folder, name
@@ -133,10 +140,17 @@ def _extension(name: str) -> str:
 
 @dataclass
 class _Rows:
-    """Staging rows waiting to be written."""
+    """Staging rows waiting to be written.
+
+    ``unchanged`` has the rows of folders whose signature matched. They
+    are written only once the scan finds a change (or there are more than
+    MAX_UNCHANGED_ROWS of them): a rescan that finds nothing changed needs
+    none of them.
+    """
 
     full: list = field(default_factory=list)
     short: list = field(default_factory=list)
+    unchanged: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.full) + len(self.short)
@@ -170,16 +184,21 @@ def file_row_format(now) -> RowFormat:
     return file_line
 
 
-def folder_signature(files: list) -> str:
-    """Digest of a folder's file names and stat fields, in name order."""
-    # Each line starts with the path, and a path never contains NUL, so the
-    # lines sort in path order.
-    lines = [
-        b"%s\0%d %d %d %d\n" % (e.path_bytes, e.size, e.mtime_ns, e.ctime_ns, e.inode)
-        for e in files
-    ]
-    lines.sort()
-    return hashlib.blake2b(b"".join(lines), digest_size=16).hexdigest()
+@contextlib.contextmanager
+def _collector_skips_older_objects():
+    """Keep the cyclic garbage collector off the objects that predate the scan.
+
+    A scan makes hundreds of thousands of short-lived containers, and every
+    full collection they trigger otherwise walks each object of the process
+    as well: the loaded modules, the ORM's mappers and the web app. That was
+    a third of an unchanged rescan. Objects made during the scan are still
+    collected as usual.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class _NewFiles:
@@ -280,12 +299,21 @@ class Scanner:
         # Stored folder signatures by folder hash, or None to query per batch.
         self.signatures: dict[str, str] | None = None
         self.rows = _Rows()
+        # Folders the walk listed (a folder listed in chunks counts once per
+        # chunk), and whether any of them differed from the catalog.
+        self.listed_folders = 0
+        self.found_changes = False
+        self.catalogued_folders = 0
         self.new_files = _NewFiles(self)
         self._last_heartbeat = -math.inf
 
     # -- walk -----------------------------------------------------------------
 
     def run(self) -> ScanCounts:
+        with _collector_skips_older_objects():
+            return self._run()
+
+    def _run(self) -> ScanCounts:
         self._check_identity()
         with self.engine.begin() as conn:
             conn.execute(delete(ScanEntry).where(ScanEntry.scan_id == self.scan_id))
@@ -296,14 +324,31 @@ class Scanner:
             self.signatures = self._load_signatures(conn)
         self.now = utcnow()
         self._walk()
-        with self.engine.begin() as conn:
-            self._write_rows(conn)
+        unchanged = self._nothing_changed()
+        if not unchanged:
+            with self.engine.begin() as conn:
+                self._write_rows(conn)
         # A drive pulled during the walk leaves folders that failed to list;
         # only a drive that still carries its identity counts as walked.
         self._check_identity()
         self._check_still_online()
-        self._finalize()
+        self._finalize(unchanged)
         return self.counts
+
+    def _nothing_changed(self) -> bool:
+        """Return whether the walk found the drive as the last complete scan left it.
+
+        Every folder was listed whole and matched the signature stored for
+        its path, so none of its files changed. Only catalogued folders
+        have a signature, and the walk listed as many folders as are
+        catalogued: so no folder came or went either.
+        """
+        return (
+            not self.first_scan
+            and not self.found_changes
+            and not self.problems
+            and self.listed_folders == self.catalogued_folders
+        )
 
     def _walk(self) -> None:
         pending: list[Listing] = []
@@ -311,7 +356,7 @@ class Scanner:
         try:
             for listing in walk(self.root, self.problems, self.batch_size):
                 pending.append(listing)
-                pending_files += len(listing.files) + len(listing.dirs)
+                pending_files += len(listing.stats) + len(listing.dirs)
                 if pending_files >= self.batch_size or len(pending) >= MAX_PENDING_LISTINGS:
                     self._stage(pending)
                     pending, pending_files = [], 0
@@ -373,7 +418,8 @@ class Scanner:
                     self._classify(conn, listings, None)
                 # The few rows of unchanged folders wait for more, so that a
                 # rescan does not commit once per folder.
-                if len(self.rows) >= self.batch_size:
+                rows = self.rows
+                if len(rows) >= self.batch_size or len(rows.unchanged) >= MAX_UNCHANGED_ROWS:
                     with self.engine.begin() as conn:
                         self._write_rows(conn)
         finally:
@@ -387,8 +433,9 @@ class Scanner:
             self.on_batch(self.counts)
 
     def _write_rows(self, conn: Connection) -> None:
-        bulk_insert(conn, ScanEntry.__table__, FULL_COLUMNS, self.rows.full)
-        bulk_insert(conn, ScanEntry.__table__, SHORT_COLUMNS, self.rows.short)
+        rows = self.rows
+        bulk_insert(conn, ScanEntry.__table__, FULL_COLUMNS, rows.full + rows.unchanged)
+        bulk_insert(conn, ScanEntry.__table__, SHORT_COLUMNS, rows.short)
         self.rows = _Rows()
 
     def _load_signatures(self, conn: Connection) -> dict | None:
@@ -398,6 +445,7 @@ class Scanner:
         folders = conn.scalar(
             select(func.count()).select_from(Folder).where(Folder.source_id == self.source.id)
         )
+        self.catalogued_folders = folders
         if folders > MAX_CACHED_SIGNATURES:
             return None
         rows = conn.execute(
@@ -463,7 +511,7 @@ class Scanner:
         rows = self.rows
         counts = self.counts
         folder_hashes = [path_hash(l.prefix.rstrip(b"/")) for l in listings]
-        signatures = [folder_signature(l.files) if l.complete else None for l in listings]
+        signatures = [l.signature() if l.complete else None for l in listings]
 
         # A folder listed whole whose signature matches the stored one has
         # not changed: none of its files is looked up or read.
@@ -487,13 +535,18 @@ class Scanner:
 
         for listing, folder_hash, signature in zip(listings, folder_hashes, signatures):
             folder_bytes = listing.prefix.rstrip(b"/")
-            self._add_dirs(listing, display_path(folder_bytes), folder_hash)
-            counts.files += len(listing.files)
-            counts.bytes += sum(e.size for e in listing.files)
+            counts.files += len(listing.stats)
+            counts.bytes += sum(map(_size, listing.stats))
+            self.listed_folders += 1
             if conn is not None and listing.complete and folder_hash not in changed_set:
-                counts.unchanged += len(listing.files)
-                rows.full.append(self._folder_row("folder_unchanged", folder_bytes, signature))
+                counts.unchanged += len(listing.stats)
+                self._add_dirs(listing, display_path(folder_bytes), folder_hash, rows.unchanged)
+                rows.unchanged.append(
+                    self._folder_row("folder_unchanged", folder_bytes, signature)
+                )
                 continue
+            self.found_changes = True
+            self._add_dirs(listing, display_path(folder_bytes), folder_hash, rows.full)
             errors_before = counts.errors
             self._classify_files(listing, folder_hash, existing, write_file)
             if listing.complete:
@@ -509,11 +562,11 @@ class Scanner:
                     signature = None  # look again next time
                 rows.full.append(self._folder_row("folder_seen", folder_bytes, signature))
 
-    def _add_dirs(self, listing: Listing, folder: str, folder_hash: str) -> None:
+    def _add_dirs(self, listing: Listing, folder: str, folder_hash: str, rows: list) -> None:
         for entry in listing.dirs:
             self.counts.folders += 1
             name = display_path(_split(entry.path_bytes)[1])
-            self.rows.full.append((
+            rows.append((
                 self.scan_id, True, path_hash(entry.path_bytes), "dir", None,
                 display_path(entry.path_bytes), entry.path_bytes, folder,
                 folder_hash, name, name.lower(), "", None, 0, entry.mtime_ns,
@@ -596,7 +649,12 @@ class Scanner:
 
     # -- finalize -------------------------------------------------------------
 
-    def _finalize(self) -> None:
+    def _finalize(self, unchanged: bool = False) -> None:
+        """Apply the staged changes in one transaction and mark the scan done.
+
+        When the walk found nothing changed (``unchanged``), only the scan
+        and the source are updated.
+        """
         params = {
             "scan": self.scan_id,
             "source": self.source.id,
@@ -604,17 +662,8 @@ class Scanner:
             "now": utcnow(),
         }
         with self.engine.begin() as conn:
-            conn.execute(update(Scan).where(Scan.id == self.scan_id).values(status="finalizing"))
-            self._protect_unreadable(conn)
-            self._record_problems(conn)
-            self._stage_unlisted(conn, params)
-            self._pair_moves(conn, params)
-            self._apply_updates(conn, params)
-            if not self.first_scan:
-                self._insert_new(conn, params)
-            self._mark_missing(conn, params)
-            self._rebuild_folders(conn, params)
-            self._count(conn, params)
+            if not unchanged:
+                self._apply_staged(conn, params)
             conn.execute(
                 update(Scan)
                 .where(Scan.id == self.scan_id)
@@ -632,9 +681,23 @@ class Scanner:
                 .where(Source.id == self.source.id)
                 .values(last_complete_scan_at=params["now"])
             )
-            from services.catalog.events import publish_file_changes
+            if not unchanged:
+                from services.catalog.events import publish_file_changes
 
-            publish_file_changes(conn, self.scan_id, self.source)
+                publish_file_changes(conn, self.scan_id, self.source)
+
+    def _apply_staged(self, conn: Connection, params: dict) -> None:
+        conn.execute(update(Scan).where(Scan.id == self.scan_id).values(status="finalizing"))
+        self._protect_unreadable(conn)
+        self._record_problems(conn)
+        self._stage_unlisted(conn, params)
+        self._pair_moves(conn, params)
+        self._apply_updates(conn, params)
+        if not self.first_scan:
+            self._insert_new(conn, params)
+        self._mark_missing(conn, params)
+        self._rebuild_folders(conn, params)
+        self._count(conn, params)
 
     def _protect_unreadable(self, conn: Connection) -> None:
         """Keep files under folders the walk could not read from going missing."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import marshal
 import os
-import stat as statmod
+from stat import S_ISDIR, S_ISREG
 import sys
 from dataclasses import dataclass
 from typing import Iterator
@@ -120,16 +121,46 @@ def fingerprint_entry(entry: WalkedEntry, dir_fd: int) -> tuple[str, str, str]:
 class Listing:
     """Up to ``chunk`` entries of one folder.
 
+    ``stats`` holds one ``(name, size, mtime_ns, ctime_ns, inode)`` tuple per
+    regular file, and ``files`` the same files as ``WalkedEntry`` objects,
+    made on first use: a rescan needs them only for folders that changed.
     ``dir_fd`` is a descriptor of that folder owned by the receiver, who must
     close it (``close()``) once the files have been read.
     """
 
     prefix: bytes
     dir_fd: int
-    files: list
+    stats: list
     dirs: list
     # True when this listing holds every entry of its folder.
     complete: bool = True
+    _files: list | None = None
+
+    @property
+    def files(self) -> list:
+        if self._files is None:
+            prefix = self.prefix
+            self._files = [
+                WalkedEntry(
+                    prefix + name.encode(FS_ENCODING, FS_ERRORS),
+                    False, size, mtime_ns, ctime_ns, inode, name,
+                )  # fmt: skip
+                for name, size, mtime_ns, ctime_ns, inode in self.stats
+            ]
+        return self._files
+
+    def signature(self) -> str:
+        """Digest of the folder's file names and stat fields.
+
+        Two listings of a folder have the same signature when no file was
+        added, removed or renamed and no file's size, modification time,
+        change time or inode changed.
+        """
+        # marshal's format 0 writes the same bytes for equal lists of str
+        # and int, whatever their identity; the later formats mark shared
+        # and interned objects. A new Python release may change it, which
+        # only makes one rescan compare every file.
+        return hashlib.blake2b(marshal.dumps(sorted(self.stats), 0), digest_size=16).hexdigest()
 
     def close(self) -> None:
         if self.dir_fd >= 0:
@@ -156,29 +187,22 @@ def _list_folder(frame: _Frame, problems: list, chunk: int) -> Iterator[Listing]
                 # connecting a folder inside the drive as a drive of its own.
                 if name in SKIPPED_NAMES:
                     continue
-                rel = frame.prefix + name.encode(FS_ENCODING, FS_ERRORS)
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except OSError as error:
+                    rel = frame.prefix + name.encode(FS_ENCODING, FS_ERRORS)
                     message = error.strerror or str(error)
                     problems.append(WalkProblem(rel, "stat_failed", message))
                     continue
                 mode = st.st_mode
-                if statmod.S_ISDIR(mode):
+                if S_ISREG(mode):
+                    files.append(
+                        (name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                    )
+                elif S_ISDIR(mode):
+                    rel = frame.prefix + name.encode(FS_ENCODING, FS_ERRORS)
                     dirs.append(WalkedEntry(rel, True, mtime_ns=st.st_mtime_ns))
                     frame.pending.append(name)
-                elif statmod.S_ISREG(mode):
-                    files.append(
-                        WalkedEntry(
-                            rel,
-                            False,
-                            st.st_size,
-                            st.st_mtime_ns,
-                            st.st_ctime_ns,
-                            st.st_ino,
-                            name,
-                        )
-                    )
                 # Symlinks, sockets, devices and FIFOs are not catalogued.
                 if len(files) + len(dirs) >= chunk:
                     yield Listing(frame.prefix, os.dup(frame.fd), files, dirs, False)
