@@ -26,7 +26,18 @@ _FTYP_BRANDS = {
 }
 
 
+# Kinds by media type, filled as types are met; a scan looks one up per file.
+_KINDS: dict[str, str] = {}
+
+
 def kind_of(media_type: str) -> str:
+    kind = _KINDS.get(media_type)
+    if kind is None:
+        kind = _KINDS[media_type] = _kind_of(media_type)
+    return kind
+
+
+def _kind_of(media_type: str) -> str:
     if media_type.startswith("image/"):
         return "image"
     if media_type.startswith("video/"):
@@ -164,10 +175,11 @@ _TS_MIN_PACKETS = 3
 
 def _is_transport_stream(head: bytes) -> bool:
     for first_sync, packet_size in ((0, 188), (4, 192)):
-        sync_bytes = head[first_sync::packet_size]
-        if len(sync_bytes) < _TS_MIN_PACKETS:
+        # Most files fail at their first sync byte; only the others are sliced.
+        if len(head) <= first_sync or head[first_sync] != _TS_SYNC:
             continue
-        if all(byte == _TS_SYNC for byte in sync_bytes):
+        sync_bytes = head[first_sync::packet_size]
+        if len(sync_bytes) >= _TS_MIN_PACKETS and sync_bytes.count(_TS_SYNC) == len(sync_bytes):
             return True
     return False
 
@@ -192,13 +204,14 @@ def sniff(head: bytes, name: str = "") -> tuple[str, str]:
         return "inode/x-empty", "other"
     media_type = _fast(head) or _ftyp(head) or _tiff_family(head, name)
     if media_type is None:
-        if head[:4] == b"FUJI" and head[:15] == b"FUJIFILMCCD-RAW":
+        first = head[:4]
+        if first == b"FUJI" and head[:15] == b"FUJIFILMCCD-RAW":
             media_type = "image/x-fuji-raf"
-        elif head[:4] in (b"IIRO", b"IIRS", b"MMOR"):
+        elif first in (b"IIRO", b"IIRS", b"MMOR"):
             media_type = "image/x-olympus-orf"
-        elif head[:4] == b"8BPS":
+        elif first == b"8BPS":
             media_type = "image/vnd.adobe.photoshop"
-        elif head[:4] == b"\x1a\x45\xdf\xa3":
+        elif first == b"\x1a\x45\xdf\xa3":
             media_type = "video/webm" if b"webm" in head[:64] else "video/x-matroska"
         elif _is_transport_stream(head):
             media_type = "video/mp2t"
