@@ -12,7 +12,7 @@ from urllib.parse import quote
 from flask import Flask, g, jsonify, request
 from flask_smorest import Api, Blueprint
 from webargs.flaskparser import FlaskParser, is_json_request
-from marshmallow import Schema
+from marshmallow import RAISE, Schema
 from marshmallow import fields as ma_fields
 
 from core.errors import UnsupportedMediaType, register_error_handlers
@@ -124,7 +124,11 @@ class SafeParser(FlaskParser):
 
     A body sent with another Content-Type than JSON gets 415. webargs would
     treat it as no body at all, so a PATCH would succeed and change nothing.
+    An unknown query parameter gets 422, as an unknown body field does:
+    webargs would drop it, so a misspelt filter would list everything.
     """
+
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": RAISE}
 
     def _raw_load_json(self, req):
         if not is_json_request(req) and (req.content_length or req.get_data(cache=True)):

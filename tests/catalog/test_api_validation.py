@@ -212,16 +212,21 @@ def test_every_body_field_is_validated(world):
     assert problems == [], "\n".join(problems)
 
 
+def query_operations(world):
+    """Yield ``(method, path, query parameters)`` of each documented operation that has some."""
+    operations, _ = spec_operations(world["owner"].client)
+    for method, template, operation in operations:
+        parameters = [p for p in operation.get("parameters", []) if p["in"] == "query"]
+        if parameters:
+            yield method, concrete_path(template, world), parameters
+
+
 def test_every_query_param_is_validated(world):
     owner = world["owner"]
-    operations, _ = spec_operations(owner.client)
     problems = []
     checked = 0
-    for method, template, operation in operations:
-        path = concrete_path(template, world)
-        for parameter in operation.get("parameters", []):
-            if parameter["in"] != "query":
-                continue
+    for method, path, parameters in query_operations(world):
+        for parameter in parameters:
             name, schema = parameter["name"], parameter["schema"]
             cases = []
             if schema.get("type") == "integer":
@@ -251,6 +256,21 @@ def test_every_query_param_is_validated(world):
                 if problem:
                     problems.append(f"{method} {path}?{name} {description}: {problem}")
     assert checked > 30, "the OpenAPI document lists too few query parameters"
+    assert problems == [], "\n".join(problems)
+
+
+def test_unknown_query_param_is_rejected(world):
+    owner = world["owner"]
+    problems = []
+    checked = 0
+    for method, path, _parameters in query_operations(world):
+        checked += 1
+        # A misspelt filter, such as "stat" for "state".
+        response = getattr(owner, method.lower())(path, query_string={"stat": "missing"})
+        problem = rejection_problem(response, "stat")
+        if problem:
+            problems.append(f"{method} {path}?stat: {problem}")
+    assert checked >= 5, "the OpenAPI document lists too few operations with query parameters"
     assert problems == [], "\n".join(problems)
 
 
