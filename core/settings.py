@@ -112,6 +112,7 @@ class Settings:
     log_level: str
     log_format: str
     scan_batch_size: int
+    scan_commit_seconds: int
     auto_migrate: bool
     redis_key_prefix: str
     stale_after_seconds: int
@@ -179,6 +180,7 @@ def load_settings(env: dict | None = None) -> Settings:
         ),
         log_format=_choice(env, "LOG_FORMAT", "console", {"console", "json"}),
         scan_batch_size=_int(env, "SCAN_BATCH_SIZE", 2000, 10, 100_000),
+        scan_commit_seconds=_int(env, "SCAN_COMMIT_SECONDS", 10, 0, 3600),
         auto_migrate=_bool(env, "AUTO_MIGRATE", True),
         redis_key_prefix=_text(env, "REDIS_KEY_PREFIX", ""),
         stale_after_seconds=_int(env, "STALE_AFTER_SECONDS", 120, 2, 86_400),

@@ -726,19 +726,24 @@ def test_noatime_refused_falls_back(tmp_path, monkeypatch):
     assert calls == [True, False, False]
 
 
-def test_first_scan_error_keeps_commits(owner, drive_factory, monkeypatch):
+# 250 files in 10 folders.
+FRESH_LAYOUT = {f"d{i:02}/f{j:02}.jpg": payload(f"{i}-{j}") for i in range(10) for j in range(25)}
+
+
+def interrupted_first_scan(owner, drive_factory, monkeypatch, commit_seconds: int = 10):
+    """Connect a drive of FRESH_LAYOUT and run its first scan in batches of 10 files.
+
+    The disk fails once 150 files were listed. Returns the source and the scan.
+    """
     import dataclasses
 
     import workers.tasks.scans as scan_tasks
 
-    settings = scan_tasks.get_settings()
-    # Batches of 10 files, so the first scan commits every 100 files.
-    monkeypatch.setattr(
-        scan_tasks, "get_settings", lambda: dataclasses.replace(settings, scan_batch_size=10)
+    settings = dataclasses.replace(
+        scan_tasks.get_settings(), scan_batch_size=10, scan_commit_seconds=commit_seconds
     )
-    layout = {f"d{i:02}/f{j}.jpg": payload(f"{i}-{j}") for i in range(10) for j in range(25)}
-    root = drive_factory("fresh", layout)
-    source = connect(owner, root)
+    monkeypatch.setattr(scan_tasks, "get_settings", lambda: settings)
+    source = connect(owner, drive_factory("fresh", FRESH_LAYOUT))
 
     def disk_fails(counts):
         if counts.files >= 150:
@@ -746,6 +751,22 @@ def test_first_scan_error_keeps_commits(owner, drive_factory, monkeypatch):
 
     first = run_active_scan(owner, source, on_batch=disk_fails)
     assert first["status"] == "interrupted"
+    return source, first
+
+
+def test_first_scan_error_keeps_commits(owner, drive_factory, monkeypatch):
+    import workers.scan.scanner as scanner_module
+
+    # A commit falls due every tenth batch, in place of every
+    # SCAN_COMMIT_SECONDS, so the first scan commits every 100 files.
+    due_checks = []
+
+    def every_tenth_batch(new_files):
+        due_checks.append(True)
+        return len(due_checks) % 10 == 0
+
+    monkeypatch.setattr(scanner_module._NewFiles, "due", every_tenth_batch)
+    source, first = interrupted_first_scan(owner, drive_factory, monkeypatch)
     committed = files_by_path(owner)
     # The commits before the error stay, the rows sent after the last one
     # are dropped, and nothing is marked missing.
@@ -757,11 +778,25 @@ def test_first_scan_error_keeps_commits(owner, drive_factory, monkeypatch):
     again = scan(owner, source)
     assert again["status"] == "succeeded"
     after = files_by_path(owner)
-    assert sorted(after) == sorted(layout)
+    assert sorted(after) == sorted(FRESH_LAYOUT)
     for path, file in committed.items():
         assert after[path]["id"] == file["id"], path
     assert again["counts"]["unchanged"] == len(committed)
-    assert again["counts"]["new"] == len(layout) - len(committed)
+    assert again["counts"]["new"] == len(FRESH_LAYOUT) - len(committed)
+
+
+def test_first_scan_without_interval_keeps_every_batch(owner, drive_factory, monkeypatch):
+    _source, first = interrupted_first_scan(owner, drive_factory, monkeypatch, commit_seconds=0)
+    # Each batch was committed as it was sent.
+    assert first["counts"]["files"] >= 150
+    assert len(files_by_path(owner)) == first["counts"]["files"]
+    assert first["counts"]["new"] == first["counts"]["files"]
+
+
+def test_first_scan_within_interval_keeps_nothing(owner, drive_factory, monkeypatch):
+    _source, first = interrupted_first_scan(owner, drive_factory, monkeypatch, commit_seconds=3600)
+    assert files_by_path(owner) == {}
+    assert first["counts"]["new"] == 0
 
 
 def test_first_scan_error_survives_failed_rollback(owner, drive_factory, monkeypatch):

@@ -167,7 +167,9 @@ def test_scan_survives_worker_kill(
 ):
     from workers.tasks.scans import recover_stalled
 
-    worker = worker_factory(SCAN_BATCH_SIZE="10")
+    # Batches of 10 files, each committed as soon as it is sent, so the
+    # first files are in the catalog long before the scan ends.
+    worker = worker_factory(SCAN_BATCH_SIZE="10", SCAN_COMMIT_SECONDS="0")
     source = connect(owner, bulk_drive, drive_host)
     scan_id = source["active_scan"]["id"]
 
@@ -191,7 +193,7 @@ def test_scan_survives_worker_kill(
     assert killed["status"] == "running", killed
     assert catalog_count(source["id"]) > 0
 
-    worker_factory(SCAN_BATCH_SIZE="10")
+    worker_factory(SCAN_BATCH_SIZE="10", SCAN_COMMIT_SECONDS="0")
     wait_until_stale(Scan, scan_id, fast_stale)
     assert recover_stalled() >= 1
 

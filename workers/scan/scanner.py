@@ -81,9 +81,10 @@ MAX_PENDING_LISTINGS = 200
 # Above this many catalogued folders the stored signatures are looked up per
 # batch instead of held in memory (about 200 bytes a folder, an estimate).
 MAX_CACHED_SIGNATURES = 200_000
-# Batches of files a first scan sends through one COPY before it commits
-# them (20,000 files with the default batch size).
-FIRST_SCAN_COMMIT_BATCHES = 10
+# Seconds a first scan sends files through one COPY before it commits them
+# (the default of SCAN_COMMIT_SECONDS): about the most work an interrupted
+# first scan loses.
+FIRST_SCAN_COMMIT_SECONDS = 10.0
 # Staging rows of unchanged folders held back before they are written.
 MAX_UNCHANGED_ROWS = 50_000
 # Unreadable folders whose files are protected by one statement.
@@ -205,10 +206,11 @@ class _NewFiles:
     """The rows of a first scan's files, sent through one COPY across batches.
 
     Ending the COPY makes the walk wait until PostgreSQL has stored the last
-    row, so one COPY stays open for FIRST_SCAN_COMMIT_BATCHES batches.
-    ``commit()`` ends it, writes the staging rows that wait with it, and
-    commits, so an interrupted first scan keeps the files of every commit
-    before it.
+    row and checked every row's foreign key, which it does at the end of the
+    statement. So one COPY stays open for the scanner's ``commit_seconds``
+    (``due()``). ``commit()`` ends it, writes the staging rows that wait with
+    it, and commits, so an interrupted first scan keeps the files of every
+    commit before it.
     """
 
     def __init__(self, scanner: "Scanner"):
@@ -219,6 +221,14 @@ class _NewFiles:
         self._stack: contextlib.ExitStack | None = None
         self._copy = None
         self._write_row = None
+        self._opened_at = 0.0
+
+    def due(self) -> bool:
+        """Return True when the open COPY has run for the scanner's ``commit_seconds``."""
+        return (
+            self._stack is not None
+            and time.monotonic() - self._opened_at >= self.scanner.commit_seconds
+        )
 
     def write(self, row: tuple) -> None:
         if self._stack is None:
@@ -239,6 +249,7 @@ class _NewFiles:
             stack.close()
             raise
         self._stack = stack
+        self._opened_at = time.monotonic()
 
     def _take(self):
         """Return the open COPY's stack and context, and forget them."""
@@ -282,6 +293,7 @@ class Scanner:
         root: str,
         batch_size: int = 2000,
         on_batch: Callable[[ScanCounts], None] | None = None,
+        commit_seconds: float = FIRST_SCAN_COMMIT_SECONDS,
     ):
         self.scan_id = scan_id
         self.source = source
@@ -291,6 +303,7 @@ class Scanner:
         self.root = root
         self.batch_size = batch_size
         self.on_batch = on_batch
+        self.commit_seconds = commit_seconds
         self.engine = get_engine("catalog")
         self.counts = ScanCounts()
         self.problems: list[WalkProblem] = []
@@ -411,7 +424,7 @@ class Scanner:
                 # Each file's row is sent as soon as it is fingerprinted, so
                 # PostgreSQL stores rows while the walk goes on.
                 self._classify(None, listings, self.new_files.write)
-                if self.new_files.count >= self.batch_size * FIRST_SCAN_COMMIT_BATCHES:
+                if self.new_files.due():
                     self.new_files.commit()
             else:
                 with self.engine.connect() as conn:

@@ -92,12 +92,14 @@ def run_scan(scan_id: str, on_batch=None) -> None:
     if source.state != "online" or not source.mount_path:
         _finish(scan_id, "interrupted", "the drive is not connected")
         return
+    settings = get_settings()
     scanner = Scanner(
         scan_id,
         source,
         source.mount_path,
-        get_settings().scan_batch_size,
+        settings.scan_batch_size,
         on_batch=on_batch,
+        commit_seconds=settings.scan_commit_seconds,
     )
     try:
         counts = scanner.run()
