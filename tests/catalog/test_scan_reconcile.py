@@ -572,6 +572,121 @@ def test_unreadable_folder_keeps_its_files(owner, drive_factory, monkeypatch):
     assert any(i["kind"] == "unreadable_folder" for i in result["issues"])
 
 
+class _DamagedListing:
+    """A folder listing that passes each entry through ``damage(count, entry)``.
+
+    ``damage`` returns the entry to yield, or raises as a bad disk does.
+    """
+
+    def __init__(self, listing, damage):
+        self.listing = listing
+        self.damage = damage
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.listing.close()
+
+    def __iter__(self):
+        for count, entry in enumerate(self.listing):
+            yield self.damage(count, entry)
+
+
+class _FailingStat:
+    """A directory entry whose ``stat`` fails, as on a damaged disk."""
+
+    def __init__(self, entry):
+        self.name = entry.name
+
+    def stat(self, *, follow_symlinks=True):
+        raise OSError(5, "Input/output error")
+
+
+@pytest.mark.parametrize("failing", ["two.jpg", "b"])
+def test_failed_stat_marks_nothing_missing(owner, drive, monkeypatch, failing):
+    import workers.scan.walker as walker
+
+    source = connect(owner, drive)
+    run_active_scan(owner, source)
+    before = files_by_path(owner)
+    real_scandir = os.scandir
+    def stat_fails(count, entry):
+        return _FailingStat(entry) if entry.name == failing else entry
+
+    monkeypatch.setattr(
+        walker.os, "scandir", lambda target: _DamagedListing(real_scandir(target), stat_fails)
+    )
+    result = scan(owner, source)
+    assert result["status"] == "succeeded"
+    assert result["counts"]["missing"] == 0
+    assert result["counts"]["unverified"] >= 1
+    assert files_by_path(owner, state="missing") == {}
+    assert any(i["kind"] == "stat_failed" for i in result["issues"])
+    monkeypatch.undo()
+    again = scan(owner, source)
+    assert again["counts"]["missing"] == 0
+    after = files_by_path(owner)
+    assert {p: f["id"] for p, f in after.items()} == {p: f["id"] for p, f in before.items()}
+
+
+def _stored_file(path: str):
+    from sqlalchemy import select
+
+    from core.db import get_engine
+    from services.catalog.models import File
+
+    with get_engine("catalog").connect() as conn:
+        return conn.execute(select(File.error, File.fingerprint).where(File.path == path)).one()
+
+
+@pytest.mark.parametrize("during", ["first scan", "rescan"])
+def test_unreadable_file_is_read_again(owner, drive, monkeypatch, during):
+    import workers.scan.scanner as scanner_module
+
+    real_fingerprint = scanner_module.fingerprint_entry
+
+    def fails_for_one(entry, dir_fd):
+        if entry.name == "one.jpg":
+            raise OSError(5, "Input/output error")
+        return real_fingerprint(entry, dir_fd)
+
+    source = connect(owner, drive)
+    if during == "first scan":
+        monkeypatch.setattr(scanner_module, "fingerprint_entry", fails_for_one)
+        run_active_scan(owner, source)
+    else:
+        run_active_scan(owner, source)
+        path = drive / "a/one.jpg"
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000_000))
+        monkeypatch.setattr(scanner_module, "fingerprint_entry", fails_for_one)
+        assert scan(owner, source)["status"] == "succeeded"
+    assert _stored_file("a/one.jpg").error is not None
+    assert _stored_file("a/one.jpg").fingerprint == ""
+    monkeypatch.undo()
+    # The disk reads again: the next scan reads the file, whatever its stat.
+    result = scan(owner, source)
+    assert result["counts"]["changed"] == 1
+    assert _stored_file("a/one.jpg").error is None
+    assert _stored_file("a/one.jpg").fingerprint != ""
+    assert scan(owner, source)["counts"]["unchanged"] == 4
+
+
+def test_scan_keeps_a_freeze_made_before_it(owner, drive):
+    import gc
+
+    source = connect(owner, drive)
+    run_active_scan(owner, source)
+    gc.freeze()
+    try:
+        scan(owner, source)
+        # Objects freed since the freeze leave it, so the count only drops a
+        # little; a scan that unfroze everything leaves 0.
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
 def test_corpus_matches_manifest(owner, corpus):
     rows = list(csv.DictReader(open(corpus / "MANIFEST.tsv"), delimiter="\t"))
     for drive_name in ("drive-a", "drive-b"):
@@ -621,26 +736,6 @@ def test_unchanged_folder_skips_lookup_but_sees_changes(owner, drive):
     assert result["counts"]["unchanged"] == 3
 
 
-class _FailingListing:
-    """A folder listing that returns ``good`` entries, then fails as a bad disk does."""
-
-    def __init__(self, listing, good: int):
-        self.listing = listing
-        self.good = good
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.listing.close()
-
-    def __iter__(self):
-        for count, entry in enumerate(self.listing):
-            if count == self.good:
-                raise OSError(5, "Input/output error")
-            yield entry
-
-
 @pytest.mark.parametrize("batch_size", [2000, 2])
 def test_listing_error_midway_keeps_files(owner, drive_factory, monkeypatch, batch_size):
     names = [f"big/clip{n}.mov" for n in range(6)]
@@ -655,10 +750,15 @@ def test_listing_error_midway_keeps_files(owner, drive_factory, monkeypatch, bat
 
     real_scandir = os.scandir
 
+    def fails_after_three(count, entry):
+        if count == 3:
+            raise OSError(5, "Input/output error")
+        return entry
+
     def flaky_scandir(target):
         listing = real_scandir(target)
         if isinstance(target, int) and os.readlink(f"/proc/self/fd/{target}").endswith("/big"):
-            return _FailingListing(listing, 3)
+            return _DamagedListing(listing, fails_after_three)
         return listing
 
     monkeypatch.setattr(walker.os, "scandir", flaky_scandir)

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from sqlalchemy import Connection, delete, func, select, text, update
+from sqlalchemy import Connection, bindparam, delete, func, select, text, update
 
 from core.db import get_engine, new_id, utcnow
 from core.logs import get_logger
@@ -195,6 +195,11 @@ def _collector_skips_older_objects():
     a third of an unchanged rescan. Objects made during the scan are still
     collected as usual.
     """
+    if gc.get_freeze_count():
+        # Frozen already, by the process or by a scan on another thread;
+        # unfreezing here would undo that.
+        yield
+        return
     gc.freeze()
     try:
         yield
@@ -601,7 +606,9 @@ class Scanner:
         folder = display_path(listing.prefix.rstrip(b"/"))
         for entry in listing.files:
             known = existing.get(entry.path_bytes)
-            if known is not None and known[:5] == (
+            # A file with no fingerprint could not be read last time, so it is
+            # read again even when its stat fields match.
+            if known is not None and known[KNOWN_FINGERPRINT] and known[:5] == (
                 entry.size, entry.mtime_ns, entry.ctime_ns, entry.inode, "present"
             ):
                 counts.unchanged += 1
@@ -713,11 +720,31 @@ class Scanner:
         self._count(conn, params)
 
     def _protect_unreadable(self, conn: Connection) -> None:
-        """Keep files under folders the walk could not read from going missing."""
+        """Keep files the walk could not see from going missing.
+
+        Those are the files under folders it could not read, and those whose
+        ``stat`` failed: such an entry may be a file or a folder, so both its
+        path and the files under it are kept.
+        """
+        failed_stats = [p.path_bytes for p in self.problems if p.kind == "stat_failed"]
+        if failed_stats:
+            result = conn.execute(
+                text(
+                    "INSERT INTO scan_entries (scan_id, is_dir, path_hash, status, file_id) "
+                    "SELECT CAST(:scan AS VARCHAR(32)), false, path_hash, 'unverified', id "
+                    "FROM files WHERE source_id = :source AND path_hash IN :hashes"
+                ).bindparams(bindparam("hashes", expanding=True)),
+                {
+                    "scan": self.scan_id,
+                    "source": self.source.id,
+                    "hashes": [path_hash(path) for path in failed_stats],
+                },
+            )
+            self.counts.unverified += result.rowcount
         prefixes = sorted(
             problem.path_bytes + b"/" if problem.path_bytes else b""
             for problem in self.problems
-            if problem.kind == "unreadable_folder"
+            if problem.kind in ("unreadable_folder", "stat_failed")
         )
         # A folder inside another unreadable one adds no files, and would
         # stage its files twice.
@@ -904,7 +931,9 @@ class Scanner:
             ("touched", stat_columns),
             ("restored", stat_columns),
             ("changed", f"{stat_columns}, {content_columns}"),
-            ("unreadable", "error = e.error, updated_at = :now"),
+            # Its content is no longer known: the empty fingerprint makes the
+            # next scan read it again, and count it changed once it reads.
+            ("unreadable", "error = e.error, fingerprint = e.fingerprint, updated_at = :now"),
         ]
         for status, assignments in statements:
             conn.execute(

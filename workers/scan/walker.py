@@ -193,6 +193,9 @@ def _list_folder(frame: _Frame, problems: list, chunk: int) -> Iterator[Listing]
                     rel = frame.prefix + name.encode(FS_ENCODING, FS_ERRORS)
                     message = error.strerror or str(error)
                     problems.append(WalkProblem(rel, "stat_failed", message))
+                    # The folder was not seen whole: its files that were not
+                    # listed must not count as gone.
+                    chunked = True
                     continue
                 mode = st.st_mode
                 if S_ISREG(mode):
