@@ -7,10 +7,13 @@ no rows and are not read. Nothing in ``files`` changes until the walk has
 finished: then one transaction pairs moves by fingerprint, applies changes,
 inserts new files and marks missing the files whose paths were not seen. An
 interrupted scan therefore changes nothing, and a later scan redoes the walk.
+A rescan that finds every folder unchanged and none added or gone writes no
+staging rows, and only marks itself done.
 
 The first scan of a drive (no files catalogued yet) has nothing to pair or
-mark missing, so it writes files directly. If it is interrupted, the files
-it wrote stay and the next scan treats them like any catalogued file.
+mark missing, so it writes files directly and commits them every
+``commit_seconds``. If it is interrupted, the files it committed stay and
+the next scan treats them like any catalogued file.
 """
 
 from __future__ import annotations
