@@ -134,6 +134,13 @@ class Source(Base):
     connected_at = mapped_column(UTCDateTime, nullable=True)
     disconnected_at = mapped_column(UTCDateTime, nullable=True)
     last_complete_scan_at = mapped_column(UTCDateTime, nullable=True)
+    # What the drive holds, as last counted (services/catalog/counts.py).
+    file_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    missing_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    total_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    renditions_pending: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    checksums_pending: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    counted_at = mapped_column(UTCDateTime, nullable=True)
     created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at = mapped_column(UTCDateTime, default=utcnow)
 

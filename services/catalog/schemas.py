@@ -92,11 +92,17 @@ class SourceSchema(Schema):
     connected_at = fields.DateTime(allow_none=True)
     disconnected_at = fields.DateTime(allow_none=True)
     last_complete_scan_at = fields.DateTime(allow_none=True)
-    file_count = fields.Integer()
-    missing_count = fields.Integer()
-    total_bytes = fields.Integer()
-    renditions_pending = fields.Integer()
-    checksums_pending = fields.Integer()
+    file_count = fields.Integer(metadata={"description": "Files present, as of the last scan"})
+    missing_count = fields.Integer(metadata={"description": "Files marked missing"})
+    total_bytes = fields.Integer(metadata={"description": "Bytes of the files present"})
+    renditions_pending = fields.Integer(
+        metadata={"description": "Files waiting for metadata and renditions; "
+                  "recounted when that work ends and about every 30 s while it runs"}
+    )
+    checksums_pending = fields.Integer(
+        metadata={"description": "Files waiting for their checksum; "
+                  "recounted when that work ends and about every 30 s while it runs"}
+    )
     active_scan = fields.Dict(allow_none=True)
 
 

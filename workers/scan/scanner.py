@@ -705,8 +705,10 @@ class Scanner:
                 .values(last_complete_scan_at=params["now"])
             )
             if not unchanged:
+                from services.catalog.counts import recount_source
                 from services.catalog.events import publish_file_changes
 
+                recount_source(conn, self.source.id)
                 publish_file_changes(conn, self.scan_id, self.source)
 
     def _apply_staged(self, conn: Connection, params: dict) -> None:

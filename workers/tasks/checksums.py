@@ -7,8 +7,9 @@ import os
 from sqlalchemy import select, update
 
 from core.celery_app import celery_app, drive_queue
-from core.db import session_scope
+from core.db import get_engine, session_scope
 from core.logs import get_logger
+from services.catalog.counts import recount_due, recount_source
 from services.catalog.models import File, Source
 from workers.tasks.scans import sha256_of
 
@@ -31,7 +32,7 @@ def checksum_source(source_id: str, after: str = "") -> int:
         source = session.get(Source, source_id)
         if source is None or source.state != "online":
             return 0
-        root, host = source.mount_path, source.host
+        root, host, counted_at = source.mount_path, source.host, source.counted_at
         rows = session.execute(
             select(
                 File.id, File.path_bytes, File.size, File.mtime_ns, File.content_version
@@ -77,7 +78,11 @@ def checksum_source(source_id: str, after: str = "") -> int:
         log.info("checksum_files_gone", source_id=source_id, files=len(gone), first_id=gone[0])
     # The next batch starts after this one, so a batch of files that were
     # all gone or unreadable still moves the work on.
-    if len(rows) == BATCH:
+    more = len(rows) == BATCH
+    if not more or recount_due(counted_at):
+        with get_engine("catalog").begin() as conn:
+            recount_source(conn, source_id)
+    if more:
         checksum_source.apply_async(args=[source_id, rows[-1].id], queue=drive_queue(host))
     return done
 

@@ -10,6 +10,7 @@ from core.celery_app import celery_app, drive_queue
 from core.db import get_engine, session_scope, utcnow
 from core.logs import get_logger
 from core.storage import content_key, get_store
+from services.catalog.counts import recount_due, recount_source
 from services.catalog.events import publish_files
 from services.catalog.models import File, Source
 
@@ -48,6 +49,7 @@ def render_source(source_id: str, after: str = "") -> int:
         if source is None or source.state != "online":
             return 0
         root, host, source_name = source.mount_path, source.host, source.name
+        counted_at = source.counted_at
         rows = session.execute(
             select(File.id, File.path_bytes, File.content_version, File.size, File.mtime_ns)
             .where(
@@ -102,7 +104,11 @@ def render_source(source_id: str, after: str = "") -> int:
         if changed:
             done_ids.append(row.id)
     # Requeue only after progress, so a failing object store cannot spin.
-    if len(rows) == BATCH and done_ids:
+    more = len(rows) == BATCH and bool(done_ids)
+    if not more or recount_due(counted_at):
+        with get_engine("catalog").begin() as conn:
+            recount_source(conn, source_id)
+    if more:
         render_source.apply_async(args=[source_id, rows[-1].id], queue=drive_queue(host))
     log.info("renditions_made", source_id=source_id, files=len(done_ids))
     return len(done_ids)

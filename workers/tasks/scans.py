@@ -12,6 +12,7 @@ from core.celery_app import celery_app, drive_queue
 from core.db import get_engine, session_scope, utcnow
 from core.logs import get_logger
 from core.settings import get_settings
+from services.catalog.counts import recount_source
 from services.catalog.models import File, Scan, ScanIssue, Source
 from workers.scan.scanner import DriveAbsent, Scanner, ScanInterrupted, discard_staging
 from workers.scan.walker import open_relative
@@ -106,6 +107,7 @@ def run_scan(scan_id: str, on_batch=None) -> None:
     except ScanInterrupted as error:
         log.warning("scan_interrupted", scan_id=scan_id, reason=str(error))
         discard_staging(scan_id)
+        _count_kept_files(scanner, source.id)
         _finish(scan_id, "interrupted", str(error), scanner.counts.as_dict())
         if isinstance(error, DriveAbsent):
             _mark_offline(source.id, source.mount_path)
@@ -113,6 +115,7 @@ def run_scan(scan_id: str, on_batch=None) -> None:
     except Exception as error:
         log.exception("scan_failed", scan_id=scan_id)
         discard_staging(scan_id)
+        _count_kept_files(scanner, source.id)
         _finish(
             scan_id,
             "failed",
@@ -123,6 +126,13 @@ def run_scan(scan_id: str, on_batch=None) -> None:
     discard_staging(scan_id)
     log.info("scan_succeeded", scan_id=scan_id, **counts.as_dict())
     queue_follow_up(source)
+
+
+def _count_kept_files(scanner: Scanner, source_id: str) -> None:
+    """Recount a drive whose interrupted first scan kept files it had committed."""
+    if scanner.new_files.committed:
+        with get_engine("catalog").begin() as conn:
+            recount_source(conn, source_id)
 
 
 def queue_follow_up(source: Source) -> None:

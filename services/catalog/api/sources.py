@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from flask.views import MethodView
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from core.auth import current_principal
 from core.errors import Conflict, DriveOffline, NotFound
@@ -55,19 +55,6 @@ def _plain_scan(scan: Scan) -> dict:
 
 def serialize_source(session, source: Source) -> dict:
     group = session.get(SourceGroup, source.group_id) if source.group_id else None
-    stats = session.execute(
-        select(
-            func.count(File.id).filter(File.presence == "present"),
-            func.count(File.id).filter(File.presence == "missing"),
-            func.coalesce(func.sum(File.size).filter(File.presence == "present"), 0),
-            func.count(File.id).filter(
-                File.presence == "present", File.rendition_state == "pending"
-            ),
-            func.count(File.id).filter(
-                File.presence == "present", File.checksum.is_(None), File.fingerprint != ""
-            ),
-        ).where(File.source_id == source.id)
-    ).one()
     active = session.scalar(
         select(Scan)
         .where(Scan.source_id == source.id, Scan.status.in_(ACTIVE))
@@ -85,11 +72,11 @@ def serialize_source(session, source: Source) -> dict:
         "connected_at": source.connected_at,
         "disconnected_at": source.disconnected_at,
         "last_complete_scan_at": source.last_complete_scan_at,
-        "file_count": stats[0],
-        "missing_count": stats[1],
-        "total_bytes": int(stats[2]),
-        "renditions_pending": stats[3],
-        "checksums_pending": stats[4],
+        "file_count": source.file_count,
+        "missing_count": source.missing_count,
+        "total_bytes": source.total_bytes,
+        "renditions_pending": source.renditions_pending,
+        "checksums_pending": source.checksums_pending,
         "active_scan": _plain_scan(active) if active else None,
     }
 
