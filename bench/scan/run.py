@@ -1,9 +1,9 @@
 """Scan benchmark: a generated tree against a bare ``os.scandir`` walk.
 
 Each round times a cold scan into PostgreSQL (fingerprints included), an
-unchanged rescan and a rescan after 10% of the files were moved, each right
-after a bare walk with ``stat`` of every entry, and prints each scan as a
-ratio to its walk; the table shows the medians of the rounds. Each scan runs
+unchanged rescan and a rescan after 10% of the files were moved. Each scan
+is timed between bare walks with ``stat`` of every entry and printed as a
+ratio to them. The table shows the medians of the rounds. Each scan runs
 in a child process so its peak RSS can be reported.
 
     .venv/bin/python bench/scan/run.py [--files 100000] [--folders 1000] [--rounds 5]

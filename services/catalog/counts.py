@@ -46,5 +46,5 @@ def recount_source(conn: Connection, source_id: str) -> None:
 
 
 def recount_due(counted_at: datetime | None) -> bool:
-    """Return True when counts taken at ``counted_at`` are RECOUNT_SECONDS old."""
+    """Return True when counts taken at ``counted_at`` are at least RECOUNT_SECONDS old."""
     return counted_at is None or utcnow() - counted_at >= timedelta(seconds=RECOUNT_SECONDS)

@@ -21,9 +21,9 @@ def jpeg(shade: int) -> bytes:
 
 
 def drive_counts(member, source: dict) -> dict:
-    shown = member.get(f"/api/v1/sources/{source['id']}").json
+    drive = member.get(f"/api/v1/sources/{source['id']}").json
     names = ("file_count", "missing_count", "total_bytes", "renditions_pending", "checksums_pending")
-    return {name: shown[name] for name in names}
+    return {name: drive[name] for name in names}
 
 
 def test_counts_follow_scans(owner, drive_factory):

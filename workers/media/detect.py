@@ -6,6 +6,7 @@ already read for the fingerprint, so it must be cheap and never raise.
 
 from __future__ import annotations
 
+import functools
 import struct
 
 HEAD_BYTES = 8192
@@ -26,18 +27,10 @@ _FTYP_BRANDS = {
 }
 
 
-# Kinds by media type, filled as types are met; a scan looks one up per file.
-_KINDS: dict[str, str] = {}
-
-
+# Cached because a scan asks once per file. The media types come from the
+# fixed set that sniff returns, so the cache stays small.
+@functools.cache
 def kind_of(media_type: str) -> str:
-    kind = _KINDS.get(media_type)
-    if kind is None:
-        kind = _KINDS[media_type] = _kind_of(media_type)
-    return kind
-
-
-def _kind_of(media_type: str) -> str:
     if media_type.startswith("image/"):
         return "image"
     if media_type.startswith("video/"):

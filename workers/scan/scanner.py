@@ -199,7 +199,7 @@ def _collector_skips_older_objects():
     collected as usual.
     """
     if gc.get_freeze_count():
-        # Frozen already, by the process or by a scan on another thread;
+        # Frozen already, by the process or by a scan on another thread, so
         # unfreezing here would undo that.
         yield
         return
@@ -342,6 +342,12 @@ class Scanner:
                 conn.scalar(select(File.id).where(File.source_id == self.source.id).limit(1))
                 is None
             )
+            if not self.first_scan:
+                self.catalogued_folders = conn.scalar(
+                    select(func.count())
+                    .select_from(Folder)
+                    .where(Folder.source_id == self.source.id)
+                )
             self.signatures = self._load_signatures(conn)
         self.now = utcnow()
         self._walk()
@@ -463,11 +469,7 @@ class Scanner:
         """Read every stored folder signature, unless there are too many."""
         if self.first_scan:
             return {}
-        folders = conn.scalar(
-            select(func.count()).select_from(Folder).where(Folder.source_id == self.source.id)
-        )
-        self.catalogued_folders = folders
-        if folders > MAX_CACHED_SIGNATURES:
+        if self.catalogued_folders > MAX_CACHED_SIGNATURES:
             return None
         rows = conn.execute(
             select(Folder.path_hash, Folder.signature).where(

@@ -157,9 +157,10 @@ class Listing:
         change time or inode changed.
         """
         # marshal's format 0 writes the same bytes for equal lists of str
-        # and int, whatever their identity; the later formats mark shared
-        # and interned objects. A new Python release may change it, which
-        # only makes one rescan compare every file.
+        # and int, whatever their identity. Formats 3 and 4 mark shared and
+        # interned objects, so equal lists can differ there. A new Python
+        # release may change format 0, which only makes one rescan compare
+        # every file.
         return hashlib.blake2b(marshal.dumps(sorted(self.stats), 0), digest_size=16).hexdigest()
 
     def close(self) -> None:
